@@ -1,0 +1,16 @@
+//! podwire-driver: the poll-mode driver core.
+//!
+//! - [`mem`]: hugepage DMA memory with O(1) virtual-to-IOVA translation.
+//! - [`mempool`]: packet buffers carved from DMA memory, with per-thread caches.
+//! - [`port`]: the burst-oriented Port API every port implements.
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod mem;
+pub mod mempool;
+pub mod port;
+
+pub use error::{DriverError, Result};
+pub use mem::{DmaMemory, IovaMode};
+pub use mempool::{Mempool, MempoolConfig, PacketBuf};
+pub use port::{MacAddr, Port, PortCounters, PortInfo, BURST_SIZE};
