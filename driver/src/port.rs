@@ -179,12 +179,18 @@ impl std::ops::AddAssign for CounterSnapshot {
 #[derive(Debug)]
 pub struct PortCounters {
     queues: Box<[QueueCounters]>,
+    /// Errors outside any queue's datapath (a malformed control message from the
+    /// peer, a failed reconnect). Any thread may add to it with `fetch_add`.
+    pub port_errors: AtomicU64,
 }
 
 impl PortCounters {
     /// Counters for `queues` queues, all zero.
     pub fn new(queues: u16) -> Arc<Self> {
-        Arc::new(Self { queues: (0..queues.max(1)).map(|_| QueueCounters::default()).collect() })
+        Arc::new(Self {
+            queues: (0..queues.max(1)).map(|_| QueueCounters::default()).collect(),
+            port_errors: AtomicU64::new(0),
+        })
     }
 
     /// Counters of queue `q` (queue 0's when `q` is out of range, so a bad index never
@@ -199,9 +205,17 @@ impl PortCounters {
         self.queues.len()
     }
 
-    /// Sum over all queues.
+    /// Counts one port-level error (any thread).
+    pub fn count_port_error(&self) {
+        self.port_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sum over all queues, plus port-level errors.
     pub fn total(&self) -> CounterSnapshot {
-        let mut t = CounterSnapshot::default();
+        let mut t = CounterSnapshot {
+            errors: self.port_errors.load(Ordering::Relaxed),
+            ..Default::default()
+        };
         for q in self.queues.iter() {
             t += q.snapshot();
         }

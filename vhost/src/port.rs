@@ -1,0 +1,410 @@
+//! [`VhostUserPort`]: the Port the worker polls, and the control thread that serves
+//! its socket (server or client mode, reconnecting forever).
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use podwire_driver::port::bump;
+use podwire_driver::{MacAddr, Mempool, PacketBuf, Port, PortCounters, PortInfo};
+
+use crate::conn::Connection;
+use crate::device::Device;
+use crate::error::{ProtocolError, RingError, VhostError};
+use crate::handoff::{Change, Handoff, Ring};
+
+/// Who listens on the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketMode {
+    /// podwire listens; the frontend (virtio-user, QEMU) connects.
+    Server,
+    /// The frontend listens (virtio-user `server=1`); podwire connects and reconnects.
+    Client,
+}
+
+/// Configuration of one vhost-user port.
+#[derive(Debug, Clone)]
+pub struct VhostUserConfig {
+    /// Port name (for logs and counters).
+    pub name: String,
+    /// Path of the unix socket.
+    pub socket: PathBuf,
+    /// Server or client.
+    pub mode: SocketMode,
+    /// Queue pairs offered to the frontend (1 or more).
+    pub queues: u16,
+    /// MAC address given to the guest; random locally administered if `None`.
+    pub mac: Option<MacAddr>,
+    /// Permission bits of the socket file (server mode).
+    pub socket_perms: u32,
+    /// Group owning the socket file (server mode), by name.
+    pub socket_group: Option<String>,
+}
+
+/// Most queue pairs a port offers.
+pub const MAX_QUEUE_PAIRS: u16 = 16;
+
+/// A vhost-user-net port.
+pub struct VhostUserPort {
+    name: String,
+    mac: MacAddr,
+    queues: u16,
+    pool: Mempool,
+    counters: Arc<PortCounters>,
+    handoff: Arc<Handoff>,
+    seen_epoch: u64,
+    /// Indexed by vring: even = guest rx (we enqueue), odd = guest tx (we dequeue).
+    rings: Vec<Option<Ring>>,
+    stop: Arc<AtomicBool>,
+    control: Option<JoinHandle<()>>,
+    socket: PathBuf,
+    owns_socket: bool,
+}
+
+impl VhostUserPort {
+    /// Creates the port: binds its socket (server) or starts connecting (client), and
+    /// starts its control thread.
+    pub fn new(cfg: VhostUserConfig, pool: Mempool) -> Result<Self, VhostError> {
+        if cfg.queues == 0 || cfg.queues > MAX_QUEUE_PAIRS {
+            return Err(VhostError::Config(format!(
+                "port {}: queues = {} (1 to {MAX_QUEUE_PAIRS})",
+                cfg.name, cfg.queues
+            )));
+        }
+        let mac = cfg.mac.unwrap_or_else(MacAddr::random_local);
+        let vrings = 2 * cfg.queues as usize + 1;
+        let handoff = Arc::new(Handoff::new(vrings));
+        let counters = PortCounters::new(cfg.queues);
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = match cfg.mode {
+            SocketMode::Server => Some(bind_socket(&cfg)?),
+            SocketMode::Client => None,
+        };
+        let ctl = Control {
+            name: cfg.name.clone(),
+            socket: cfg.socket.clone(),
+            mac,
+            queues: cfg.queues,
+            handoff: handoff.clone(),
+            counters: counters.clone(),
+            stop: stop.clone(),
+        };
+        let control = std::thread::Builder::new()
+            .name(format!("vhost-{}", cfg.name))
+            .spawn(move || ctl.run(listener))
+            .map_err(|e| VhostError::io("spawn control thread", e))?;
+        tracing::info!(
+            port = %cfg.name,
+            socket = %cfg.socket.display(),
+            mode = ?cfg.mode,
+            queues = cfg.queues,
+            %mac,
+            "vhost-user port ready"
+        );
+        Ok(Self {
+            name: cfg.name,
+            mac,
+            queues: cfg.queues,
+            pool,
+            counters,
+            handoff,
+            seen_epoch: 0,
+            rings: (0..vrings).map(|_| None).collect(),
+            stop,
+            control: Some(control),
+            socket: cfg.socket,
+            owns_socket: cfg.mode == SocketMode::Server,
+        })
+    }
+
+    /// Applies ring changes from the control thread. Called at most once per burst
+    /// call, only when the epoch moved.
+    #[cold]
+    fn resync(&mut self) {
+        let (changes, epoch) = self.handoff.take();
+        for c in changes {
+            match c {
+                Change::Start(i, ring) => {
+                    if let Some(slot) = self.rings.get_mut(i) {
+                        *slot = Some(ring);
+                    }
+                }
+                Change::Stop(i) => {
+                    if let Some(r) = self.rings.get_mut(i).and_then(Option::take) {
+                        self.handoff.bases[i].store(r.base(), Ordering::Release);
+                    }
+                }
+            }
+        }
+        self.seen_epoch = epoch;
+        self.handoff.ack(epoch);
+    }
+
+    /// A ring broke the rules: stop using every ring of this frontend and have the
+    /// control thread disconnect it.
+    #[cold]
+    fn fail(&mut self, vring: usize, e: RingError) {
+        tracing::warn!(port = %self.name, vring, error = %e, "frontend broke the ring; disconnecting it");
+        bump(&self.counters.queue((vring / 2) as u16).errors, 1);
+        for r in &mut self.rings {
+            *r = None;
+        }
+        self.handoff.broken.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for VhostUserPort {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // The control thread waits for this worker side to acknowledge ring changes;
+        // we will never poll again, so drop the rings and acknowledge everything.
+        for r in &mut self.rings {
+            *r = None;
+        }
+        if let Some(h) = self.control.take() {
+            while !h.is_finished() {
+                let (_, epoch) = self.handoff.take();
+                self.handoff.ack(epoch);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let _ = h.join();
+        }
+        if self.owns_socket {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+impl Port for VhostUserPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn info(&self) -> PortInfo {
+        PortInfo { kind: "vhost-user", mac: self.mac, queues: self.queues }
+    }
+
+    fn link_up(&self) -> bool {
+        self.handoff.link.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn rx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>, max: usize) -> usize {
+        if self.handoff.pending(self.seen_epoch) {
+            self.resync();
+        }
+        let vring = 2 * queue as usize + 1;
+        let q = self.counters.queue(queue);
+        let res = match self.rings.get_mut(vring) {
+            Some(Some(Ring::Split(r))) => r.dequeue(&self.pool, bufs, max, q),
+            Some(Some(Ring::Packed(r))) => r.dequeue(&self.pool, bufs, max, q),
+            _ => return 0,
+        };
+        match res {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(vring, e);
+                0
+            }
+        }
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>) -> usize {
+        if self.handoff.pending(self.seen_epoch) {
+            self.resync();
+        }
+        let vring = 2 * queue as usize;
+        let q = self.counters.queue(queue);
+        let res = match self.rings.get_mut(vring) {
+            Some(Some(Ring::Split(r))) => r.enqueue(bufs, q),
+            Some(Some(Ring::Packed(r))) => r.enqueue(bufs, q),
+            _ => return 0,
+        };
+        match res {
+            Ok(n) => n,
+            Err(e) => {
+                self.fail(vring, e);
+                0
+            }
+        }
+    }
+
+    fn counters(&self) -> Arc<PortCounters> {
+        self.counters.clone()
+    }
+}
+
+/// Creates the listening socket: parent directories as needed, a stale socket file
+/// replaced (a live one is refused), permissions and group applied.
+fn bind_socket(cfg: &VhostUserConfig) -> Result<UnixListener, VhostError> {
+    let path = &cfg.socket;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| VhostError::io(format!("create directory {}", dir.display()), e))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(VhostError::Config(format!(
+                "{} exists and is not a socket: refusing to replace it",
+                path.display()
+            )));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(VhostError::Config(format!(
+                "{} is in use by another process (something accepted a connection on it)",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| VhostError::io(format!("remove stale socket {}", path.display()), e))?;
+    }
+    let l = UnixListener::bind(path)
+        .map_err(|e| VhostError::io(format!("bind {}", path.display()), e))?;
+    l.set_nonblocking(true).map_err(|e| VhostError::io("set_nonblocking", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.socket_perms))
+        .map_err(|e| VhostError::io(format!("chmod {}", path.display()), e))?;
+    if let Some(g) = &cfg.socket_group {
+        let gid = group_id(g)?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| VhostError::io(format!("chgrp {g} {}", path.display()), e))?;
+    }
+    Ok(l)
+}
+
+/// Looks a group up by name (or takes a numeric gid).
+fn group_id(name: &str) -> Result<u32, VhostError> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(n);
+    }
+    let groups = std::fs::read_to_string("/etc/group")
+        .map_err(|e| VhostError::io("read /etc/group", e))?;
+    groups
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let (n, _, gid) = (f.next()?, f.next()?, f.next()?);
+            (n == name).then(|| gid.parse().ok()).flatten()
+        })
+        .next()
+        .ok_or_else(|| VhostError::Config(format!("socket_group {name:?}: no such group")))
+}
+
+/// The control thread of one port.
+struct Control {
+    name: String,
+    socket: PathBuf,
+    mac: MacAddr,
+    queues: u16,
+    handoff: Arc<Handoff>,
+    counters: Arc<PortCounters>,
+    stop: Arc<AtomicBool>,
+}
+
+const POLL_MS: i32 = 50;
+
+impl Control {
+    fn run(self, listener: Option<UnixListener>) {
+        let mut backoff = Duration::from_millis(50);
+        while !self.stop.load(Ordering::Acquire) {
+            let stream = match &listener {
+                Some(l) => match self.accept(l) {
+                    Some(s) => s,
+                    None => continue,
+                },
+                None => match UnixStream::connect(&self.socket) {
+                    Ok(s) => {
+                        backoff = Duration::from_millis(50);
+                        s
+                    }
+                    Err(e) => {
+                        tracing::debug!(port = %self.name, error = %e, "frontend not listening yet");
+                        self.sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                        continue;
+                    }
+                },
+            };
+            tracing::info!(port = %self.name, "frontend connected");
+            match self.serve(stream) {
+                Ok(()) => tracing::info!(port = %self.name, "frontend disconnected"),
+                Err(e) => {
+                    self.counters.count_port_error();
+                    tracing::warn!(port = %self.name, error = %e, "frontend dropped");
+                }
+            }
+            self.handoff.broken.store(false, Ordering::Release);
+        }
+    }
+
+    fn sleep(&self, d: Duration) {
+        let end = std::time::Instant::now() + d;
+        while !self.stop.load(Ordering::Acquire) && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn accept(&self, l: &UnixListener) -> Option<UnixStream> {
+        if !poll_readable(l.as_raw_fd(), POLL_MS) {
+            return None;
+        }
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).ok()?;
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!(port = %self.name, error = %e, "accept failed");
+                None
+            }
+        }
+    }
+
+    /// Serves one connection until it closes, breaks the protocol, or the port stops.
+    fn serve(&self, stream: UnixStream) -> Result<(), ProtocolError> {
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut conn = Connection::new(stream);
+        let mut dev = Device::new(&self.name, self.mac, self.queues, self.handoff.clone());
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            if self.handoff.broken.load(Ordering::Acquire) {
+                return Err(ProtocolError::BadVring("the frontend broke a ring".into()));
+            }
+            if !poll_readable(conn.socket().as_raw_fd(), POLL_MS) {
+                continue;
+            }
+            let msg = match conn.recv() {
+                Ok(m) => m,
+                Err(ProtocolError::Closed) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            let code = msg.hdr.request;
+            tracing::trace!(port = %self.name, request = code, size = msg.hdr.size, "message");
+            dev.handle(msg, &mut conn).map_err(|e| {
+                tracing::debug!(port = %self.name, request = code, error = %e, "bad message");
+                e
+            })?;
+        }
+        // `dev` drops here: its rings are stopped before the memory goes away.
+    }
+}
+
+/// Waits up to `ms` for `fd` to become readable (or hung up).
+fn poll_readable(fd: i32, ms: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd on the stack.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0
+}
+
+/// Whether `path` names a socket file.
+pub fn is_socket(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+}

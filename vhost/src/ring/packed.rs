@@ -1,0 +1,385 @@
+//! Packed virtqueues (virtio 1.x section 2.8).
+//!
+//! One ring of 16-byte descriptors `{addr, len, id, flags}` used in both directions:
+//! a descriptor is available when its AVAIL flag equals the driver's wrap counter and
+//! its USED flag does not; the device marks it used by writing both flags equal to
+//! its own wrap counter. Two small event-suppression areas replace the split ring's
+//! flags and event indexes.
+
+use std::sync::atomic::{fence, AtomicU16, Ordering};
+
+use podwire_driver::mempool::PacketBuf;
+use podwire_driver::port::{bump, QueueCounters};
+use podwire_driver::Mempool;
+
+use super::{
+    need_event, net_hdr, push_buffer, Desc, RingParams, SegList, DESC_F_INDIRECT, DESC_F_NEXT,
+    DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
+};
+use crate::error::{ProtocolError, RingError};
+use crate::proto::VringAddr;
+
+const F_AVAIL: u16 = 1 << 7;
+const F_USED: u16 = 1 << 15;
+const EVENT_ENABLE: u16 = 0;
+const EVENT_DISABLE: u16 = 1;
+const EVENT_DESC: u16 = 2;
+const MAX_MRG_CHAINS: usize = 64;
+
+/// A chain found at the head of the ring.
+#[derive(Clone, Copy)]
+struct Chain {
+    /// Buffer id (from the chain's last descriptor).
+    id: u16,
+    /// Descriptors it occupies in the ring.
+    count: u16,
+    /// Bytes of its buffers.
+    cap: u32,
+}
+
+/// A packed virtqueue, owned by the worker that polls it.
+pub struct PackedRing {
+    p: RingParams,
+    desc: *mut u8,
+    /// Driver event suppression area (the frontend tells us when it wants interrupts).
+    driver_event: *const u8,
+    /// Device event suppression area (we tell the frontend not to kick).
+    device_event: *mut u8,
+    size: u16,
+    avail_idx: u16,
+    avail_wrap: bool,
+    used_idx: u16,
+    used_wrap: bool,
+    segs: SegList,
+}
+
+// SAFETY: the raw pointers point into `p.mem`, kept alive by the ring; one owner.
+unsafe impl Send for PackedRing {}
+
+impl PackedRing {
+    /// Sets up a ring; `base` is the vhost-user encoding (index | wrap << 15).
+    pub fn new(p: RingParams, addr: &VringAddr, base: u32) -> Result<Self, ProtocolError> {
+        let size = p.size as u32;
+        if size == 0 || size > MAX_QUEUE_SIZE {
+            return Err(ProtocolError::BadVring(format!("packed ring size {size}")));
+        }
+        let area = |a: u64, len: u64, align: u64, what: &str| {
+            if a % align != 0 {
+                return Err(ProtocolError::BadVring(format!("{what} at {a:#x} misaligned")));
+            }
+            p.mem
+                .uva_range(a, len)
+                .map(|h| h.as_ptr())
+                .ok_or_else(|| ProtocolError::BadVring(format!("{what} at {a:#x} outside memory")))
+        };
+        let desc = area(addr.desc, size as u64 * DESC_LEN as u64, 16, "descriptor ring")?;
+        let driver_event = area(addr.avail, 4, 4, "driver event area")?;
+        let device_event = area(addr.used, 4, 4, "device event area")?;
+        let idx = (base & 0x7fff) as u16;
+        if idx as u32 >= size {
+            return Err(ProtocolError::BadVring(format!("packed ring base {base:#x}")));
+        }
+        let wrap = base & 0x8000 != 0;
+        let ring = PackedRing {
+            p,
+            desc,
+            driver_event,
+            device_event,
+            size: size as u16,
+            avail_idx: idx,
+            avail_wrap: wrap,
+            used_idx: idx,
+            used_wrap: wrap,
+            segs: SegList::default(),
+        };
+        // Poll mode: ask the frontend not to kick.
+        // SAFETY: device_event+2 is inside the checked 4-byte area, 2-aligned.
+        unsafe {
+            (*(ring.device_event.add(2) as *const AtomicU16)).store(EVENT_DISABLE, Ordering::Release)
+        };
+        Ok(ring)
+    }
+
+    /// Position for GET_VRING_BASE: index | wrap << 15.
+    pub fn base(&self) -> u32 {
+        self.avail_idx as u32 | ((self.avail_wrap as u32) << 15)
+    }
+
+    #[inline(always)]
+    fn flags_at(&self, i: u16) -> u16 {
+        // SAFETY: i < size: the flags field of descriptor i, inside the checked ring,
+        // 2-aligned (the ring is 16-aligned).
+        unsafe {
+            (*(self.desc.add(i as usize * DESC_LEN + 14) as *const AtomicU16))
+                .load(Ordering::Acquire)
+        }
+    }
+
+    #[inline(always)]
+    fn is_avail(&self, i: u16, wrap: bool) -> bool {
+        let f = self.flags_at(i);
+        ((f & F_AVAIL) != 0) == wrap && ((f & F_USED) != 0) != wrap
+    }
+
+    /// Translates the chain at ring position `pos` (wrap `wrap`) into `self.segs`.
+    fn collect(&mut self, mut pos: u16, write: bool) -> Result<Chain, RingError> {
+        self.segs.clear();
+        let mut count = 0u16;
+        loop {
+            // SAFETY: pos < size: descriptor `pos` is inside the checked ring.
+            let d = unsafe { Desc::read_packed(self.desc.add(pos as usize * DESC_LEN)) };
+            count += 1;
+            if d.flags & DESC_F_INDIRECT != 0 {
+                if count != 1 || d.flags & DESC_F_NEXT != 0 {
+                    return Err(RingError::BadIndirect);
+                }
+                self.collect_indirect(&d, write)?;
+                return Ok(Chain { id: d.next_or_id, count, cap: self.segs.total() as u32 });
+            }
+            if (d.flags & DESC_F_WRITE != 0) != write {
+                return Err(RingError::BadDirection);
+            }
+            push_buffer(&self.p.mem, &mut self.segs, d.addr, d.len)?;
+            if d.flags & DESC_F_NEXT == 0 {
+                return Ok(Chain { id: d.next_or_id, count, cap: self.segs.total() as u32 });
+            }
+            if count >= self.size {
+                return Err(RingError::ChainTooLong);
+            }
+            pos += 1;
+            if pos == self.size {
+                pos = 0;
+            }
+        }
+    }
+
+    fn collect_indirect(&mut self, d: &Desc, write: bool) -> Result<(), RingError> {
+        let n = d.len as usize / DESC_LEN;
+        if d.len as usize % DESC_LEN != 0 || n == 0 || n > MAX_QUEUE_SIZE as usize {
+            return Err(RingError::BadIndirect);
+        }
+        let table = self.p.mem.gpa_range(d.addr, d.len as u64).ok_or(RingError::BadIndirect)?;
+        for i in 0..n {
+            // SAFETY: i < n and the table is n*16 checked bytes.
+            let e = unsafe { Desc::read_packed(table.as_ptr().add(i * DESC_LEN)) };
+            if e.flags & DESC_F_INDIRECT != 0 {
+                return Err(RingError::BadIndirect);
+            }
+            if (e.flags & DESC_F_WRITE != 0) != write {
+                return Err(RingError::BadDirection);
+            }
+            push_buffer(&self.p.mem, &mut self.segs, e.addr, e.len)?;
+        }
+        Ok(())
+    }
+
+    /// Marks a chain used at the used position. The flags store is a release: the
+    /// frontend sees id and len before it sees the descriptor used.
+    #[inline(always)]
+    fn write_used(&mut self, id: u16, len: u32, count: u16, publish_flags: bool) -> (u16, u16) {
+        let at = self.used_idx;
+        let flags = if self.used_wrap { F_AVAIL | F_USED } else { 0 };
+        // SAFETY: at < size: inside the checked ring; fields at their natural offsets.
+        unsafe {
+            let e = self.desc.add(at as usize * DESC_LEN);
+            std::ptr::write_volatile(e.add(8) as *mut u32, len);
+            std::ptr::write_volatile(e.add(12) as *mut u16, id);
+            if publish_flags {
+                (*(e.add(14) as *const AtomicU16)).store(flags, Ordering::Release);
+            }
+        }
+        self.used_idx += count;
+        if self.used_idx >= self.size {
+            self.used_idx -= self.size;
+            self.used_wrap = !self.used_wrap;
+        }
+        (at, flags)
+    }
+
+    #[inline(always)]
+    fn set_flags(&self, at: u16, flags: u16) {
+        // SAFETY: at < size, as in write_used.
+        unsafe {
+            (*(self.desc.add(at as usize * DESC_LEN + 14) as *const AtomicU16))
+                .store(flags, Ordering::Release)
+        }
+    }
+
+    #[inline(always)]
+    fn advance_avail(&mut self, count: u16) {
+        self.avail_idx += count;
+        if self.avail_idx >= self.size {
+            self.avail_idx -= self.size;
+            self.avail_wrap = !self.avail_wrap;
+        }
+    }
+
+    /// Interrupts the frontend if its driver event area asks for it.
+    #[inline]
+    fn notify(&self, old_used: u16, used_moved: u16) {
+        if self.p.call.is_none() || used_moved == 0 {
+            return;
+        }
+        fence(Ordering::SeqCst);
+        // SAFETY: driver_event..+4 is inside the checked area, 4-aligned.
+        let (off_wrap, flags) = unsafe {
+            (
+                (*(self.driver_event as *const AtomicU16)).load(Ordering::Relaxed),
+                (*(self.driver_event.add(2) as *const AtomicU16)).load(Ordering::Relaxed),
+            )
+        };
+        let due = match flags {
+            EVENT_ENABLE => true,
+            EVENT_DISABLE => false,
+            EVENT_DESC if self.p.event_idx => {
+                // The spec's event check in ring positions, as the frontend counts.
+                let size = self.size;
+                let new = self.used_idx;
+                let mut old = old_used;
+                if new <= old {
+                    old = old.wrapping_sub(size);
+                }
+                let mut ev = off_wrap & 0x7fff;
+                if (off_wrap >> 15 != 0) != self.used_wrap {
+                    ev = ev.wrapping_sub(size);
+                }
+                need_event(ev, new, old)
+            }
+            _ => true,
+        };
+        if due {
+            self.p.signal();
+        }
+    }
+
+    /// Guest tx: copies up to `max` packets into fresh buffers appended to `out`.
+    pub fn dequeue(
+        &mut self,
+        pool: &Mempool,
+        out: &mut Vec<PacketBuf>,
+        max: usize,
+        q: &QueueCounters,
+    ) -> Result<usize, RingError> {
+        if !self.is_avail(self.avail_idx, self.avail_wrap) {
+            return Ok(0);
+        }
+        // Estimate the burst from the descriptors made available (one per packet in
+        // the common case), so an idle ring does not churn the mempool.
+        let (mut pos, mut wrap, mut est) = (self.avail_idx, self.avail_wrap, 0usize);
+        while est < max && self.is_avail(pos, wrap) {
+            est += 1;
+            pos += 1;
+            if pos == self.size {
+                pos = 0;
+                wrap = !wrap;
+            }
+        }
+        let start = out.len();
+        let got = pool.alloc_bulk(out, est);
+        let (mut kept, mut bytes, mut bad) = (start, 0usize, 0u64);
+        let old_used = self.used_idx;
+        let mut moved = 0u16;
+        for _ in 0..got {
+            if !self.is_avail(self.avail_idx, self.avail_wrap) {
+                break;
+            }
+            let chain = match self.collect(self.avail_idx, false) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            };
+            let buf = &mut out[kept];
+            match self.segs.gather(self.p.hdr_len, buf.room_mut()) {
+                Some(n) => {
+                    buf.set_len(n);
+                    bytes += n;
+                    kept += 1;
+                }
+                None => bad += 1,
+            }
+            self.advance_avail(chain.count);
+            self.write_used(chain.id, 0, chain.count, true);
+            moved = moved.wrapping_add(chain.count);
+        }
+        out.truncate(kept);
+        self.notify(old_used, moved);
+        if bad > 0 {
+            bump(&q.errors, bad);
+        }
+        q.count_rx(kept - start, bytes);
+        Ok(kept - start)
+    }
+
+    /// Guest rx: copies packets from the front of `bufs` into the frontend's buffers,
+    /// removing those it took.
+    pub fn enqueue(
+        &mut self,
+        bufs: &mut Vec<PacketBuf>,
+        q: &QueueCounters,
+    ) -> Result<usize, RingError> {
+        let hdr_len = self.p.hdr_len;
+        let old_used = self.used_idx;
+        let mut moved = 0u16;
+        let (mut taken, mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize, 0u64);
+        let mut chains = [(0u16, Chain { id: 0, count: 0, cap: 0 }); MAX_MRG_CHAINS];
+        'packets: for buf in bufs.iter() {
+            let data = buf.data();
+            let need = hdr_len + data.len();
+            // Find the chains this packet needs, without consuming them yet.
+            let (mut pos, mut wrap) = (self.avail_idx, self.avail_wrap);
+            let (mut n, mut total) = (0usize, 0usize);
+            while total < need {
+                if n == MAX_MRG_CHAINS || (n == 1 && !self.p.mrg_rxbuf) {
+                    dropped += 1;
+                    taken += 1;
+                    continue 'packets;
+                }
+                if !self.is_avail(pos, wrap) {
+                    break 'packets; // no room now: leave the rest with the caller
+                }
+                let c = self.collect(pos, true)?;
+                chains[n] = (pos, c);
+                total += c.cap as usize;
+                n += 1;
+                pos += c.count;
+                if pos >= self.size {
+                    pos -= self.size;
+                    wrap = !wrap;
+                }
+            }
+            let hdr = net_hdr(hdr_len, n as u16);
+            let mut off = 0usize;
+            let mut first = (0u16, 0u16);
+            for (i, &(at, c)) in chains[..n].iter().enumerate() {
+                if n > 1 {
+                    self.collect(at, true)?;
+                }
+                let len = (c.cap as usize).min(need - off);
+                let [a, b] = super::split_range(&hdr[..hdr_len], data, off, len);
+                self.segs.scatter(&[a, b]);
+                let w = self.write_used(c.id, len as u32, c.count, i != 0);
+                if i == 0 {
+                    first = w;
+                }
+                self.advance_avail(c.count);
+                moved = moved.wrapping_add(c.count);
+                off += len;
+            }
+            // The packet's first used descriptor goes last, so the frontend never sees
+            // a num_buffers count ahead of the buffers.
+            self.set_flags(first.0, first.1);
+            taken += 1;
+            sent += 1;
+            bytes += data.len();
+        }
+        self.notify(old_used, moved);
+        bufs.drain(..taken);
+        q.count_tx(sent, bytes);
+        if dropped > 0 {
+            bump(&q.tx_drops, dropped);
+        }
+        Ok(taken)
+    }
+}
