@@ -1,0 +1,669 @@
+//! The daemon's configuration file: TOML, read once at start and validated completely
+//! before anything is built.
+//!
+//! ```toml
+//! control_socket = "/run/podwire/podwire.sock"   # optional, this is the default
+//! log_level = "info"                             # optional; RUST_LOG overrides it
+//! [memory]
+//! buffers = 16384                                # packet buffers in the mempool
+//! hugepages = true                               # false: ordinary locked pages
+//! [workers]
+//! cores = [0]                                    # one pinned poll-mode thread per core
+//! [[ports]]
+//! name = "a"
+//! type = "vhost-user"
+//! socket = "/tmp/a.sock"
+//! mode = "server"                                # or "client"
+//! queues = 1                                     # 1..=16
+//! mac = "02:00:00:00:00:01"                      # optional
+//! socket_perms = "0660"                          # optional (string or 0o660)
+//! socket_group = "kvm"                           # optional
+//! [[xconnect]]
+//! ports = ["a", "b"]
+//! ```
+//!
+//! Every mistake is reported as one line that names the file, the key and the reason.
+//! Untrusted input: nothing here panics on any file content.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use podwire_driver::MacAddr;
+use podwire_vhost::SocketMode;
+use serde::Deserialize;
+
+/// Where the control socket lives unless the config says otherwise.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/podwire/podwire.sock";
+/// Packet buffers in the mempool unless the config says otherwise.
+pub const DEFAULT_BUFFERS: u32 = 16384;
+/// Fewest packet buffers accepted (each worker's cache alone holds hundreds).
+pub const MIN_BUFFERS: u32 = 1024;
+/// Most packet buffers accepted (the pool's memory must stay below 4 GiB).
+pub const MAX_BUFFERS: u32 = 1 << 20;
+/// Most queue pairs of a vhost-user port.
+pub const MAX_QUEUES: u16 = 16;
+/// Longest unix socket path: `sun_path` is 108 bytes including the terminating NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+/// Longest port name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Largest config file read (a config is a few hundred bytes; this bounds a mistake).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Why a config was rejected. Its `Display` is always exactly one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {reason}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML or does not have the expected shape.
+    #[error("{path}: {location}{message}")]
+    Parse {
+        /// The config file.
+        path: PathBuf,
+        /// "line L, column C: " when known, else empty.
+        location: String,
+        /// The parser's message, on one line.
+        message: String,
+    },
+    /// A value is wrong.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The key at fault, e.g. `ports[1].queues` or `xconnect[0].ports`.
+        key: String,
+        /// Why it is wrong.
+        reason: String,
+    },
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Path of the control socket (`podwire stats` talks to it).
+    pub control_socket: PathBuf,
+    /// Log filter from the config (`RUST_LOG` overrides it).
+    pub log_level: Option<String>,
+    /// Packet memory.
+    pub memory: MemoryConfig,
+    /// Worker threads.
+    pub workers: WorkersConfig,
+    /// Ports, in config order.
+    pub ports: Vec<PortConfig>,
+    /// Cross-connects, as indices into `ports`.
+    pub xconnects: Vec<XconnectConfig>,
+}
+
+/// The mempool shared by every port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Number of packet buffers.
+    pub buffers: u32,
+    /// Hugepage memory (true) or ordinary locked pages (false, explicit opt-in).
+    pub hugepages: bool,
+}
+
+/// The poll-mode worker threads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkersConfig {
+    /// CPU cores, one pinned worker each, in config order.
+    pub cores: Vec<usize>,
+}
+
+/// One port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortConfig {
+    /// Unique name.
+    pub name: String,
+    /// What kind of port, with its settings.
+    pub kind: PortKind,
+}
+
+/// Port types that are implemented.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortKind {
+    /// A vhost-user-net port.
+    VhostUser(VhostUserPortConfig),
+}
+
+/// Settings of a vhost-user port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VhostUserPortConfig {
+    /// Unix socket path.
+    pub socket: PathBuf,
+    /// Who listens on the socket.
+    pub mode: SocketMode,
+    /// Queue pairs.
+    pub queues: u16,
+    /// MAC address given to the guest.
+    pub mac: Option<MacAddr>,
+    /// Permission bits of the socket file.
+    pub socket_perms: u32,
+    /// Group owning the socket file.
+    pub socket_group: Option<String>,
+}
+
+/// A cross-connect: everything received on one port is sent on the other, and back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XconnectConfig {
+    /// Indices into [`Config::ports`]; never equal.
+    pub ports: [usize; 2],
+}
+
+// ---- raw shapes, as written in the file ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    control_socket: Option<PathBuf>,
+    log_level: Option<String>,
+    memory: Option<RawMemory>,
+    workers: RawWorkers,
+    #[serde(default)]
+    ports: Vec<toml::Table>,
+    #[serde(default)]
+    xconnect: Vec<RawXconnect>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {
+    buffers: Option<i64>,
+    hugepages: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkers {
+    cores: Vec<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawXconnect {
+    ports: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVhostUser {
+    #[serde(rename = "name")]
+    _name: String,
+    #[serde(rename = "type")]
+    _type: String,
+    socket: PathBuf,
+    mode: Option<String>,
+    queues: Option<i64>,
+    mac: Option<String>,
+    socket_perms: Option<toml::Value>,
+    socket_group: Option<String>,
+}
+
+/// Collapses a message onto one line.
+fn one_line(s: &str) -> String {
+    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+/// 1-based line and column of byte `offset` in `src`.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let read_err = |reason: String| ConfigError::Read { path: path.to_owned(), reason };
+        let meta = std::fs::metadata(path).map_err(|e| read_err(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(read_err("not a regular file".into()));
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(read_err(format!("larger than {MAX_CONFIG_BYTES} bytes")));
+        }
+        let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
+        let text = String::from_utf8(bytes).map_err(|_| read_err("not UTF-8 text".into()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let location = e
+                .span()
+                .map(|s| {
+                    let (l, c) = line_col(text, s.start);
+                    format!("line {l}, column {c}: ")
+                })
+                .unwrap_or_default();
+            ConfigError::Parse { path: path.to_owned(), location, message: one_line(e.message()) }
+        })?;
+        Validator { path }.validate(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            reason: one_line(&reason.into()),
+        }
+    }
+
+    fn validate(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let control_socket =
+            raw.control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        self.socket_path("control_socket", &control_socket)?;
+
+        if let Some(level) = &raw.log_level {
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
+                return Err(self.err("log_level", format!("{level:?} is not a log filter: {e}")));
+            }
+        }
+
+        let memory = self.memory(raw.memory)?;
+        let workers = self.workers(raw.workers)?;
+
+        let mut ports = Vec::with_capacity(raw.ports.len());
+        let mut by_name: HashMap<String, usize> = HashMap::new();
+        let mut sockets: HashMap<PathBuf, String> = HashMap::new();
+        sockets.insert(control_socket.clone(), "control_socket".into());
+        for (i, table) in raw.ports.into_iter().enumerate() {
+            let port = self.port(i, table)?;
+            if let Some(first) = by_name.insert(port.name.clone(), i) {
+                return Err(self.err(
+                    format!("ports[{i}].name"),
+                    format!("duplicate port name {:?} (also ports[{first}])", port.name),
+                ));
+            }
+            let PortKind::VhostUser(v) = &port.kind;
+            let key = format!("ports[{i}].socket");
+            if let Some(other) = sockets.insert(v.socket.clone(), key.clone()) {
+                return Err(
+                    self.err(key, format!("socket {} is also used by {other}", v.socket.display()))
+                );
+            }
+            ports.push(port);
+        }
+
+        let mut xconnects = Vec::with_capacity(raw.xconnect.len());
+        let mut used: HashMap<usize, usize> = HashMap::new();
+        for (i, x) in raw.xconnect.into_iter().enumerate() {
+            let key = format!("xconnect[{i}].ports");
+            if x.ports.len() != 2 {
+                return Err(self.err(
+                    key,
+                    format!("a cross-connect joins exactly 2 ports, {} given", x.ports.len()),
+                ));
+            }
+            let mut idx = [0usize; 2];
+            for (j, name) in x.ports.iter().enumerate() {
+                let Some(&p) = by_name.get(name) else {
+                    return Err(self.err(key, format!("unknown port {name:?}")));
+                };
+                if let Some(other) = used.insert(p, i) {
+                    let reason = if other == i {
+                        format!("port {name:?} cannot be cross-connected with itself")
+                    } else {
+                        format!("port {name:?} is already cross-connected in xconnect[{other}]")
+                    };
+                    return Err(self.err(key, reason));
+                }
+                idx[j] = p;
+            }
+            xconnects.push(XconnectConfig { ports: idx });
+        }
+
+        Ok(Config { control_socket, log_level: raw.log_level, memory, workers, ports, xconnects })
+    }
+
+    fn memory(&self, raw: Option<RawMemory>) -> Result<MemoryConfig, ConfigError> {
+        let raw = raw.unwrap_or(RawMemory { buffers: None, hugepages: None });
+        let buffers = match raw.buffers {
+            None => DEFAULT_BUFFERS,
+            Some(n) if (MIN_BUFFERS as i64..=MAX_BUFFERS as i64).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(self.err(
+                    "memory.buffers",
+                    format!("{n} is out of range ({MIN_BUFFERS}..={MAX_BUFFERS})"),
+                ))
+            }
+        };
+        Ok(MemoryConfig { buffers, hugepages: raw.hugepages.unwrap_or(true) })
+    }
+
+    fn workers(&self, raw: RawWorkers) -> Result<WorkersConfig, ConfigError> {
+        if raw.cores.is_empty() {
+            return Err(self.err("workers.cores", "at least one worker core is needed"));
+        }
+        let allowed = allowed_cpus();
+        let mut seen = HashSet::new();
+        let mut cores = Vec::with_capacity(raw.cores.len());
+        for &c in &raw.cores {
+            if !(0..CPU_SET_BITS as i64).contains(&c) {
+                return Err(self.err("workers.cores", format!("{c} is not a CPU number")));
+            }
+            let c = c as usize;
+            if !seen.insert(c) {
+                return Err(self.err("workers.cores", format!("core {c} is listed twice")));
+            }
+            if let Some(allowed) = &allowed {
+                if !allowed.contains(&c) {
+                    return Err(self.err(
+                        "workers.cores",
+                        format!(
+                            "core {c} is not online or not available to podwire (available: {})",
+                            cpu_list(allowed)
+                        ),
+                    ));
+                }
+            }
+            cores.push(c);
+        }
+        Ok(WorkersConfig { cores })
+    }
+
+    fn port(&self, i: usize, table: toml::Table) -> Result<PortConfig, ConfigError> {
+        let at = |k: &str| format!("ports[{i}].{k}");
+        let name = match table.get("name") {
+            None => return Err(self.err(format!("ports[{i}]"), "missing field `name`")),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(v) => {
+                return Err(self.err(at("name"), format!("must be a string, not {}", v.type_str())))
+            }
+        };
+        self.name(&at("name"), &name)?;
+        let kind = match table.get("type") {
+            None => return Err(self.err(format!("ports[{i}]"), "missing field `type`")),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(v) => {
+                return Err(self.err(at("type"), format!("must be a string, not {}", v.type_str())))
+            }
+        };
+        match kind.as_str() {
+            "vhost-user" => {
+                let raw: RawVhostUser =
+                    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                        self.err(format!("ports[{i}] ({name})"), e.message())
+                    })?;
+                Ok(PortConfig { name, kind: PortKind::VhostUser(self.vhost_user(i, raw)?) })
+            }
+            "af-xdp" | "vfio" => Err(self.err(
+                at("type"),
+                format!("port type {kind:?} is not implemented yet (available: \"vhost-user\")"),
+            )),
+            _ => Err(self.err(
+                at("type"),
+                format!(
+                    "unknown port type {kind:?} (known: \"vhost-user\"; \"af-xdp\" and \
+                     \"vfio\" are planned)"
+                ),
+            )),
+        }
+    }
+
+    fn name(&self, key: &str, name: &str) -> Result<(), ConfigError> {
+        if name.is_empty() {
+            return Err(self.err(key, "must not be empty"));
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(self.err(key, format!("{name:?} is longer than {MAX_NAME_LEN} bytes")));
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            return Err(self
+                .err(key, format!("{name:?} may only contain letters, digits, '-', '_' and '.'")));
+        }
+        Ok(())
+    }
+
+    fn socket_path(&self, key: &str, path: &Path) -> Result<(), ConfigError> {
+        let len = path.as_os_str().len();
+        if len == 0 {
+            return Err(self.err(key, "must not be empty"));
+        }
+        if len > MAX_SOCKET_PATH {
+            return Err(self.err(
+                key,
+                format!(
+                    "{} is {len} bytes, longer than a unix socket path may be ({MAX_SOCKET_PATH})",
+                    path.display()
+                ),
+            ));
+        }
+        if path.file_name().is_none() {
+            return Err(self.err(key, format!("{} does not name a file", path.display())));
+        }
+        Ok(())
+    }
+
+    fn vhost_user(&self, i: usize, raw: RawVhostUser) -> Result<VhostUserPortConfig, ConfigError> {
+        let at = |k: &str| format!("ports[{i}].{k}");
+        self.socket_path(&at("socket"), &raw.socket)?;
+        let mode = match raw.mode.as_deref() {
+            None | Some("server") => SocketMode::Server,
+            Some("client") => SocketMode::Client,
+            Some(m) => {
+                return Err(self.err(at("mode"), format!("{m:?} is not \"server\" or \"client\"")))
+            }
+        };
+        let queues = match raw.queues {
+            None => 1,
+            Some(q) if (1..=MAX_QUEUES as i64).contains(&q) => q as u16,
+            Some(q) => {
+                return Err(
+                    self.err(at("queues"), format!("{q} is out of range (1..={MAX_QUEUES})"))
+                )
+            }
+        };
+        let mac = match raw.mac {
+            None => None,
+            Some(m) => {
+                let mac: MacAddr = m.parse().map_err(|e: String| self.err(at("mac"), e))?;
+                if mac.0[0] & 1 != 0 {
+                    return Err(self.err(at("mac"), format!("{m:?} is a multicast address")));
+                }
+                Some(mac)
+            }
+        };
+        let socket_perms = match raw.socket_perms {
+            None => 0o660,
+            Some(v) => self.perms(&at("socket_perms"), &v)?,
+        };
+        if let Some(g) = &raw.socket_group {
+            if g.is_empty() {
+                return Err(self.err(at("socket_group"), "must not be empty"));
+            }
+        }
+        Ok(VhostUserPortConfig {
+            socket: raw.socket,
+            mode,
+            queues,
+            mac,
+            socket_perms,
+            socket_group: raw.socket_group,
+        })
+    }
+
+    fn perms(&self, key: &str, v: &toml::Value) -> Result<u32, ConfigError> {
+        let bits = match v {
+            toml::Value::String(s) => {
+                let digits = s.strip_prefix("0o").unwrap_or(s);
+                if digits.is_empty() || digits.len() > 4 {
+                    None
+                } else {
+                    u32::from_str_radix(digits, 8).ok()
+                }
+            }
+            toml::Value::Integer(n) => u32::try_from(*n).ok(),
+            _ => None,
+        };
+        match bits {
+            Some(b) if b <= 0o777 => Ok(b),
+            _ => Err(self.err(
+                key,
+                format!(
+                    "{v} is not a permission mode: write an octal string like \"0660\" or a TOML \
+                     octal integer like 0o660"
+                ),
+            )),
+        }
+    }
+}
+
+/// Bits in a `cpu_set_t`.
+const CPU_SET_BITS: usize = 8 * std::mem::size_of::<libc::cpu_set_t>();
+
+/// CPUs this process may run on and that are online, or `None` if that cannot be
+/// determined (then every core is accepted and pinning reports the problem).
+pub fn allowed_cpus() -> Option<Vec<usize>> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: set is a valid cpu_set_t of the size passed; pid 0 is this thread.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if rc != 0 {
+        return None;
+    }
+    let online = online_cpus();
+    let cpus: Vec<usize> = (0..CPU_SET_BITS)
+        // SAFETY: i < CPU_SET_BITS, the capacity of the set.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .filter(|i| online.as_ref().is_none_or(|o| o.contains(i)))
+        .collect();
+    Some(cpus)
+}
+
+/// CPUs listed in `/sys/devices/system/cpu/online`.
+fn online_cpus() -> Option<Vec<usize>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").ok()?;
+    parse_cpu_list(text.trim())
+}
+
+/// Parses a kernel CPU list like `0-3,6,8-9`.
+fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.parse().ok()?, b.parse().ok()?);
+                if b < a || b >= CPU_SET_BITS {
+                    return None;
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(part.parse().ok()?),
+        }
+    }
+    Some(out)
+}
+
+/// Formats CPUs as a kernel CPU list.
+fn cpu_list(cpus: &[usize]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let start = cpus[i];
+        while i + 1 < cpus.len() && cpus[i + 1] == cpus[i] + 1 {
+            i += 1;
+        }
+        parts.push(if cpus[i] == start {
+            start.to_string()
+        } else {
+            format!("{start}-{}", cpus[i])
+        });
+        i += 1;
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("t.toml"))
+    }
+
+    const GOOD: &str = r#"
+        control_socket = "/tmp/pw-test/ctl.sock"
+        [workers]
+        cores = [0]
+        [[ports]]
+        name = "a"
+        type = "vhost-user"
+        socket = "/tmp/a.sock"
+        [[ports]]
+        name = "b"
+        type = "vhost-user"
+        socket = "/tmp/b.sock"
+        mode = "client"
+        queues = 4
+        mac = "02:00:00:00:00:0b"
+        socket_perms = 0o600
+        [[xconnect]]
+        ports = ["a", "b"]
+    "#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.memory, MemoryConfig { buffers: DEFAULT_BUFFERS, hugepages: true });
+        assert_eq!(c.ports.len(), 2);
+        let PortKind::VhostUser(a) = &c.ports[0].kind;
+        assert_eq!((a.mode, a.queues, a.socket_perms, a.mac), (SocketMode::Server, 1, 0o660, None));
+        let PortKind::VhostUser(b) = &c.ports[1].kind;
+        assert_eq!((b.mode, b.queues, b.socket_perms), (SocketMode::Client, 4, 0o600));
+        assert_eq!(c.xconnects, vec![XconnectConfig { ports: [0, 1] }]);
+    }
+
+    #[test]
+    fn errors_are_one_line_and_name_the_key() {
+        let cases = [
+            (GOOD.replace("mode = \"client\"", "mode = \"both\""), "ports[1].mode"),
+            (GOOD.replace("queues = 4", "queues = 17"), "ports[1].queues"),
+            (GOOD.replace("socket_perms = 0o600", "socket_perms = \"999\""), "socket_perms"),
+            (GOOD.replace("socket_perms = 0o600", "socket_perms = 660"), "socket_perms"),
+            (GOOD.replace("[\"a\", \"b\"]", "[\"a\", \"a\"]"), "with itself"),
+            (GOOD.replace("cores = [0]", "cores = [0, 0]"), "listed twice"),
+            (GOOD.replace("[workers]", "[workers]\nthreads = 2"), "unknown field `threads`"),
+            (GOOD.replace("socket = \"/tmp/a.sock\"", "sokcet = 1"), "unknown field `sokcet`"),
+            (GOOD.replacen("vhost-user", "vhost", 1), "ports[0].type: unknown port type"),
+            (GOOD.replacen("vhost-user", "af-xdp", 1), "\"af-xdp\" is not implemented yet"),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
+    }
+
+    #[test]
+    fn parse_error_has_location() {
+        let e = parse("[workers]\ncores = [0]\nbogus = 1\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.toml: line 3, column 1: unknown field `bogus`"), "{e}");
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3,6"), Some(vec![0, 1, 2, 3, 6]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(cpu_list(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

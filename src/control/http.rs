@@ -1,0 +1,200 @@
+//! Just enough HTTP/1.1 for the control API: one request per connection, no body,
+//! `Connection: close`. Requests are untrusted: bounded, and every malformed input
+//! is an error value, never a panic.
+
+use std::io::{Read, Write};
+
+/// Largest request head (request line plus headers) accepted.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// A parsed request line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// The path without query string, e.g. `/stats`.
+    pub path: String,
+}
+
+/// Why a request could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// The request is not HTTP/1.x as we understand it (answer 400).
+    Malformed(&'static str),
+    /// The head exceeds [`MAX_REQUEST_BYTES`] (answer 413).
+    TooLarge,
+    /// The client took too long (answer 408).
+    Timeout,
+    /// The connection closed or failed before a whole head arrived (no answer).
+    Closed,
+}
+
+/// Reads one request head from `r` (up to the blank line) and parses it.
+pub fn read_request(r: &mut impl Read) -> Result<Request, RequestError> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = match r.read(&mut chunk) {
+            Ok(0) => return Err(RequestError::Closed),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(RequestError::Timeout)
+            }
+            Err(_) => return Err(RequestError::Closed),
+        };
+        // Only the newly read bytes (plus 3 before them) can complete the terminator.
+        let from = head.len().saturating_sub(3);
+        head.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find_head_end(&head[from..]) {
+            return parse_head(&head[..from + end]);
+        }
+        if head.len() > MAX_REQUEST_BYTES {
+            return Err(RequestError::TooLarge);
+        }
+    }
+}
+
+/// Offset just past the blank line ending a head (`\r\n\r\n`, or a bare `\n\n`).
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    for i in 0..buf.len() {
+        if buf[i..].starts_with(b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        if buf[i..].starts_with(b"\n\n") {
+            return Some(i + 2);
+        }
+    }
+    None
+}
+
+/// Parses a request head.
+pub fn parse_head(head: &[u8]) -> Result<Request, RequestError> {
+    if head.len() > MAX_REQUEST_BYTES {
+        return Err(RequestError::TooLarge);
+    }
+    let text = std::str::from_utf8(head).map_err(|_| RequestError::Malformed("not UTF-8"))?;
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let line = lines.next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(RequestError::Malformed("request line is not `METHOD TARGET HTTP/1.x`"));
+    };
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(RequestError::Malformed("bad method"));
+    }
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err(RequestError::Malformed("unsupported HTTP version"));
+    }
+    // Origin form (`/stats`) or absolute form (`http://host/stats`).
+    let path = if target.starts_with('/') {
+        target
+    } else if let Some(rest) =
+        target.strip_prefix("http://").or_else(|| target.strip_prefix("https://"))
+    {
+        rest.find('/').map_or("/", |i| &rest[i..])
+    } else {
+        return Err(RequestError::Malformed("bad request target"));
+    };
+    let path = path.split(['?', '#']).next().unwrap_or("/");
+    for h in lines.filter(|l| !l.is_empty()) {
+        if !h.contains(':') || h.starts_with([' ', '\t']) {
+            return Err(RequestError::Malformed("bad header line"));
+        }
+    }
+    Ok(Request { method: method.to_owned(), path: path.to_owned() })
+}
+
+/// The reason phrase of the status codes the control API uses.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Content Too Large",
+        _ => "Internal Server Error",
+    }
+}
+
+/// Writes a complete response with a JSON body and closes the exchange.
+pub fn write_json(w: &mut impl Write, status: u16, body: &str) -> std::io::Result<()> {
+    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         {allow}Connection: close\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    w.write_all(head.as_bytes())?;
+    w.write_all(body.as_bytes())?;
+    w.flush()
+}
+
+/// A JSON error body.
+pub fn error_body(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Request, RequestError> {
+        read_request(&mut s.as_bytes())
+    }
+
+    #[test]
+    fn parses_curl_request() {
+        let r =
+            parse("GET /stats HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88\r\nAccept: */*\r\n\r\n")
+                .unwrap();
+        assert_eq!(r, Request { method: "GET".into(), path: "/stats".into() });
+        let r = parse("GET http://x/health?pretty HTTP/1.0\n\n").unwrap();
+        assert_eq!(r.path, "/health");
+    }
+
+    #[test]
+    fn rejects_garbage_without_panicking() {
+        for bad in [
+            "\r\n\r\n",
+            "GET\r\n\r\n",
+            "GET /stats\r\n\r\n",
+            "GET /stats HTTP/2\r\n\r\n",
+            "get /stats HTTP/1.1\r\n\r\n",
+            "GET stats HTTP/1.1\r\n\r\n",
+            "GET /stats HTTP/1.1 extra\r\n\r\n",
+            "GET /stats HTTP/1.1\r\nno colon\r\n\r\n",
+            "\u{0}\u{1}\u{2}\n\n",
+        ] {
+            assert!(matches!(parse(bad), Err(RequestError::Malformed(_))), "{bad:?}");
+        }
+        assert!(matches!(parse("GET /stats HTTP/1.1\r\n"), Err(RequestError::Closed)));
+        assert!(matches!(
+            read_request(&mut &[0xffu8, 0xfe, b'\n', b'\n'][..]),
+            Err(RequestError::Malformed(_))
+        ));
+        let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_BYTES + 10));
+        assert_eq!(parse(&huge), Err(RequestError::TooLarge));
+    }
+
+    #[test]
+    fn response_has_length_and_json() {
+        let mut out = Vec::new();
+        write_json(&mut out, 404, &error_body("no such path")).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(s.ends_with("\r\n\r\n{\"error\":\"no such path\"}"));
+        assert!(
+            s.contains(&format!("Content-Length: {}\r\n", "{\"error\":\"no such path\"}".len()))
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The control socket server: one thread, one request per connection, every
+//! connection bounded in size and time so that no client can wedge it.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::http::{self, RequestError};
+use super::{PortStats, StatsResponse};
+use crate::engine::PortStatus;
+
+/// Permission bits of the control socket.
+pub const SOCKET_MODE: u32 = 0o660;
+/// Longest a client may take to send its request.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// How often the server thread looks at its stop flag.
+const POLL_INTERVAL_MS: i32 = 100;
+
+/// The control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Another daemon answers on the socket.
+    #[error("control socket {0}: another podwire is already listening there")]
+    InUse(PathBuf),
+    /// Something that is not a socket is in the way.
+    #[error("control socket {0}: the path exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// A system call failed.
+    #[error("control socket {path}: {what}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound control socket, not yet serving.
+#[derive(Debug)]
+pub struct ControlServer {
+    /// Always `Some` until [`ControlServer::serve`] moves it to the server thread.
+    listener: Option<UnixListener>,
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+/// A control socket being served by its thread.
+#[derive(Debug)]
+pub struct RunningServer {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+impl ControlServer {
+    /// Creates the socket's directory if needed, replaces a stale socket (one nobody
+    /// answers on), binds, and sets the socket's mode to 0660.
+    pub fn bind(path: &Path) -> Result<Self, ServerError> {
+        let io = |what: &'static str| {
+            move |source| ServerError::Io { path: path.to_owned(), what, source }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io("create directory"))?;
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(ServerError::InUse(path.to_owned()));
+                }
+                tracing::info!(path = %path.display(), "replacing stale control socket");
+                std::fs::remove_file(path).map_err(io("remove stale socket"))?;
+            }
+            Ok(_) => return Err(ServerError::NotASocket(path.to_owned())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("stat")(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io("bind"))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+            .map_err(io("chmod"))?;
+        let m = std::fs::symlink_metadata(path).map_err(io("stat"))?;
+        listener.set_nonblocking(true).map_err(io("set non-blocking"))?;
+        Ok(Self { listener: Some(listener), path: path.to_owned(), inode: (m.dev(), m.ino()) })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts the server thread answering from `status`.
+    pub fn serve(mut self, status: Vec<Arc<PortStatus>>) -> Result<RunningServer, ServerError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let Some(listener) = self.listener.take() else {
+            return Err(ServerError::Io {
+                path: self.path.clone(),
+                what: "serve",
+                source: std::io::ErrorKind::NotConnected.into(),
+            });
+        };
+        let handle = std::thread::Builder::new()
+            .name("podwire-control".into())
+            .spawn(move || serve_loop(&listener, &status, &flag))
+            .map_err(|source| ServerError::Io {
+                path: self.path.clone(),
+                what: "start thread",
+                source,
+            })?;
+        // The running server owns the socket file from here on.
+        let path = std::mem::take(&mut self.path);
+        Ok(RunningServer { stop, handle: Some(handle), path, inode: self.inode })
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        remove_if_ours(&self.path, self.inode);
+    }
+}
+
+impl RunningServer {
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the server thread ended (it only does when stopped, or if it failed).
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Stops the thread and removes the socket.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            if h.join().is_err() {
+                tracing::error!("control server thread panicked");
+            }
+        }
+        remove_if_ours(&self.path, self.inode);
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Removes `path` if it is still the socket we created (not a successor's).
+fn remove_if_ours(path: &Path, inode: (u64, u64)) {
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if (m.dev(), m.ino()) == inode {
+            if let Err(e) = std::fs::remove_file(path) {
+                tracing::warn!(path = %path.display(), "cannot remove control socket: {e}");
+            }
+        }
+    }
+}
+
+fn serve_loop(listener: &UnixListener, status: &[Arc<PortStatus>], stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: pfd is one valid pollfd and the count passed is 1.
+        let rc = unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL_MS) };
+        if rc <= 0 {
+            continue;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handle_connection(stream, status)
+                }));
+                if r.is_err() {
+                    tracing::error!("control request handler panicked; connection dropped");
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS as u64));
+            }
+        }
+    }
+}
+
+/// A reader that fails with `TimedOut` once `deadline` has passed.
+struct DeadlineReader<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&mut &*self.stream).read(buf)
+    }
+}
+
+fn handle_connection(stream: UnixStream, status: &[Arc<PortStatus>]) {
+    if stream.set_nonblocking(false).is_err()
+        || stream.set_write_timeout(Some(REQUEST_DEADLINE)).is_err()
+    {
+        return;
+    }
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let request = http::read_request(&mut DeadlineReader { stream: &stream, deadline });
+    let (code, body) = match request {
+        Ok(req) => respond(&req.method, &req.path, status),
+        Err(RequestError::Malformed(why)) => {
+            (400, http::error_body(&format!("malformed request: {why}")))
+        }
+        Err(RequestError::TooLarge) => (
+            413,
+            http::error_body(&format!(
+                "request head larger than {} bytes",
+                http::MAX_REQUEST_BYTES
+            )),
+        ),
+        Err(RequestError::Timeout) => (408, http::error_body("request not received in time")),
+        Err(RequestError::Closed) => return,
+    };
+    let mut w = &stream;
+    if let Err(e) = http::write_json(&mut w, code, &body) {
+        tracing::debug!("control response not delivered: {e}");
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+/// The answer to a request: status code and JSON body.
+pub fn respond(method: &str, path: &str, status: &[Arc<PortStatus>]) -> (u16, String) {
+    let known = matches!(path, "/stats" | "/health");
+    if !known {
+        return (404, http::error_body(&format!("no such resource: {path}")));
+    }
+    if method != "GET" {
+        return (405, http::error_body(&format!("{method} is not allowed on {path}; use GET")));
+    }
+    match path {
+        "/health" => (200, serde_json::json!({ "status": "ok" }).to_string()),
+        _ => {
+            let stats = StatsResponse { ports: status.iter().map(|s| PortStats::of(s)).collect() };
+            match serde_json::to_string(&stats) {
+                Ok(body) => (200, body),
+                Err(e) => (500, http::error_body(&format!("cannot encode stats: {e}"))),
+            }
+        }
+    }
+}

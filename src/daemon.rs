@@ -1,0 +1,135 @@
+//! `podwire run`: builds what the config describes, forwards until SIGINT or SIGTERM,
+//! then takes everything down in order.
+
+use std::time::Duration;
+
+use podwire_driver::{DriverError, Mempool, MempoolConfig};
+
+use crate::config::{Config, PortKind};
+use crate::control::{ControlServer, ServerError};
+use crate::engine::{Engine, EngineError};
+use crate::ports::{build_ports, PortBuildError};
+use crate::signals::{signal_name, ShutdownSignals};
+
+/// How often the main thread looks at signals and worker health.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Signals could not be set up.
+    #[error("cannot block SIGINT/SIGTERM: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The packet memory could not be allocated.
+    #[error("packet memory ({buffers} buffers): {source}{hint}")]
+    Memory {
+        /// Buffers requested.
+        buffers: u32,
+        /// The driver's error.
+        #[source]
+        source: DriverError,
+        /// What else the operator can do.
+        hint: &'static str,
+    },
+    /// A port could not be created.
+    #[error(transparent)]
+    Port(#[from] PortBuildError),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] ServerError),
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A worker thread died (it panicked).
+    #[error("worker thread on core {0} stopped unexpectedly; podwire shut down")]
+    WorkerFailed(usize),
+}
+
+/// Runs the daemon until SIGINT or SIGTERM. Call it from the main thread before any
+/// other thread is started (so that the signal mask is inherited).
+pub fn run(config: &Config) -> Result<(), DaemonError> {
+    let signals = ShutdownSignals::block().map_err(DaemonError::Signals)?;
+
+    let mem = config.memory;
+    let pool_cfg = MempoolConfig { count: mem.buffers, ..Default::default() };
+    let pool =
+        if mem.hugepages { Mempool::hugepages(pool_cfg) } else { Mempool::small_pages(pool_cfg) }
+            .map_err(|source| DaemonError::Memory {
+            buffers: mem.buffers,
+            hint: match (&source, mem.hugepages) {
+                (DriverError::NoHugepages { .. }, true) => {
+                    "; or set `hugepages = false` under [memory] to use ordinary locked pages"
+                }
+                _ => "",
+            },
+            source,
+        })?;
+    tracing::info!(
+        buffers = mem.buffers,
+        bytes = pool.memory().len(),
+        hugepages = pool.memory().is_hugepage(),
+        "packet memory ready"
+    );
+
+    let ports = build_ports(&config.ports, &pool)?;
+    for (p, cfg) in ports.iter().zip(&config.ports) {
+        let info = p.info();
+        let PortKind::VhostUser(v) = &cfg.kind;
+        tracing::info!(
+            port = p.name(),
+            kind = info.kind,
+            socket = %v.socket.display(),
+            mode = ?v.mode,
+            queues = info.queues,
+            mac = %info.mac,
+            "port created"
+        );
+    }
+
+    let control = ControlServer::bind(&config.control_socket)?;
+    let pairs: Vec<[usize; 2]> = config.xconnects.iter().map(|x| x.ports).collect();
+    let engine = Engine::start(ports, &pairs, &config.workers.cores)?;
+    for w in engine.assignments() {
+        for [a, b] in &w.xconnects {
+            tracing::info!(core = w.core, "worker on core {}: cross-connect {a} <-> {b}", w.core);
+        }
+    }
+    for c in &config.workers.cores {
+        if !engine.assignments().iter().any(|w| w.core == *c) {
+            tracing::info!(core = c, "core {c} has no cross-connect to run; no worker started");
+        }
+    }
+    for name in engine.idle_ports() {
+        tracing::warn!(port = %name, "port is in no cross-connect: it is not polled");
+    }
+    let server = control.serve(engine.status())?;
+    tracing::info!(socket = %config.control_socket.display(), "podwire running; control socket ready");
+
+    let mut result = Ok(());
+    let mut server_down_logged = false;
+    loop {
+        if let Some(sig) = signals.wait(SUPERVISE_INTERVAL) {
+            tracing::info!("{} received: shutting down", signal_name(sig));
+            break;
+        }
+        if let Some(core) = engine.failed_worker() {
+            tracing::error!(core, "worker thread stopped unexpectedly: shutting down");
+            result = Err(DaemonError::WorkerFailed(core));
+            break;
+        }
+        if server.is_finished() && !server_down_logged {
+            tracing::error!("control server stopped; forwarding continues without it");
+            server_down_logged = true;
+        }
+        engine.refresh_idle();
+    }
+
+    let ports = engine.stop();
+    tracing::info!(ports = ports.len(), "workers stopped and joined; closing ports");
+    drop(ports);
+    server.stop();
+    tracing::info!(socket = %config.control_socket.display(), "control socket removed");
+    drop(pool);
+    tracing::info!("podwire stopped");
+    result
+}

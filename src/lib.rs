@@ -1,0 +1,19 @@
+//! podwire: the forwarding daemon.
+//!
+//! - [`config`]: the TOML config, validated completely at start.
+//! - [`ports`]: building ports from their config.
+//! - [`engine`]: pinned poll-mode workers running cross-connects.
+//! - [`control`]: HTTP+JSON control API on a unix socket, and its client.
+//! - [`signals`]: SIGINT/SIGTERM, collected synchronously.
+//! - [`daemon`]: `podwire run`, tying the above together.
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod engine;
+pub mod ports;
+pub mod signals;
+
+pub use config::{Config, ConfigError};
+pub use engine::{Engine, EngineError, PortStatus};
