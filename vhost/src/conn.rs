@@ -75,7 +75,10 @@ fn eof_is_closed(e: std::io::Error) -> ProtocolError {
 
 /// recvmsg() into `buf`, collecting SCM_RIGHTS fds. Every fd received is owned (and
 /// so closed) even when the message turns out to be bad.
-fn recv_with_fds(sock: &UnixStream, buf: &mut [u8]) -> Result<(usize, Vec<OwnedFd>), ProtocolError> {
+fn recv_with_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+) -> Result<(usize, Vec<OwnedFd>), ProtocolError> {
     let space = cmsg_space(MAX_FDS * std::mem::size_of::<libc::c_int>());
     let mut cbuf = vec![0u64; space.div_ceil(8)];
     let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };

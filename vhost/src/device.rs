@@ -120,7 +120,9 @@ impl Device {
                         )));
                     }
                     if self.vrings.iter().any(|v| v.running) {
-                        return Err(ProtocolError::OutOfOrder("SET_FEATURES on running rings".into()));
+                        return Err(ProtocolError::OutOfOrder(
+                            "SET_FEATURES on running rings".into(),
+                        ));
                     }
                     self.features = f;
                     tracing::debug!(port = %self.name, features = format!("{f:#x}"), "features set");
@@ -154,7 +156,9 @@ impl Device {
                 req::SET_VRING_BASE => {
                     let (i, base) = proto::vring_state(p, "SET_VRING_BASE")?;
                     if self.vring(i)?.running {
-                        return Err(ProtocolError::OutOfOrder("SET_VRING_BASE on a running ring".into()));
+                        return Err(ProtocolError::OutOfOrder(
+                            "SET_VRING_BASE on a running ring".into(),
+                        ));
                     }
                     self.handoff.bases[i as usize].store(base, Ordering::Relaxed);
                 }
@@ -255,11 +259,7 @@ impl Device {
     fn config_space(&self) -> [u8; 12] {
         let mut c = [0u8; 12];
         c[..6].copy_from_slice(&self.mac.0);
-        let link = if self.handoff.link.load(Ordering::Relaxed) {
-            NET_S_LINK_UP
-        } else {
-            0
-        };
+        let link = if self.handoff.link.load(Ordering::Relaxed) { NET_S_LINK_UP } else { 0 };
         c[6..8].copy_from_slice(&link.to_le_bytes());
         c[8..10].copy_from_slice(&self.queues.to_le_bytes());
         c[10..12].copy_from_slice(&1500u16.to_le_bytes());
@@ -290,10 +290,8 @@ impl Device {
     /// `for_good`: the frontend stopped it (GET_VRING_BASE) and must kick it again;
     /// otherwise it restarts as soon as it is ready again.
     fn stop_vring(&mut self, i: usize, for_good: bool) -> Result<(), ProtocolError> {
-        let v = self
-            .vrings
-            .get_mut(i)
-            .ok_or_else(|| ProtocolError::BadVring(format!("vring {i}")))?;
+        let v =
+            self.vrings.get_mut(i).ok_or_else(|| ProtocolError::BadVring(format!("vring {i}")))?;
         if for_good {
             v.kicked = false;
         }
@@ -343,7 +341,7 @@ impl Device {
                 "vring started"
             );
             self.vrings[i].running = true;
-            changes.push(Change::Start(i, ring));
+            changes.push(Change::Start(i, Box::new(ring)));
         }
         self.handoff.submit(changes);
         self.update_link();
@@ -357,10 +355,8 @@ impl Device {
 
     /// Stops every ring and forgets what was negotiated.
     pub fn reset(&mut self) {
-        let changes: Vec<Change> = (0..self.vrings.len())
-            .filter(|&i| self.vrings[i].running)
-            .map(Change::Stop)
-            .collect();
+        let changes: Vec<Change> =
+            (0..self.vrings.len()).filter(|&i| self.vrings[i].running).map(Change::Stop).collect();
         self.handoff.submit(changes);
         for v in &mut self.vrings {
             *v = Vring::default();

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use crate::ring::packed::PackedRing;
 use crate::ring::split::SplitRing;
 
-/// A ring ready for the worker.
+/// A ring ready for the worker. Kept inline (not boxed) in the worker's ring table:
+/// the hot path should not chase a pointer to reach it.
+#[allow(clippy::large_enum_variant)]
 pub enum Ring {
     /// Split layout.
     Split(SplitRing),
@@ -36,7 +38,7 @@ impl Ring {
 /// One change for the worker to apply.
 pub enum Change {
     /// Start polling vring `idx` with this ring.
-    Start(usize, Ring),
+    Start(usize, Box<Ring>),
     /// Stop polling vring `idx`, recording its position in `bases`.
     Stop(usize),
 }

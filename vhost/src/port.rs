@@ -131,7 +131,7 @@ impl VhostUserPort {
             match c {
                 Change::Start(i, ring) => {
                     if let Some(slot) = self.rings.get_mut(i) {
-                        *slot = Some(ring);
+                        *slot = Some(*ring);
                     }
                 }
                 Change::Stop(i) => {
@@ -282,8 +282,8 @@ fn group_id(name: &str) -> Result<u32, VhostError> {
     if let Ok(n) = name.parse::<u32>() {
         return Ok(n);
     }
-    let groups = std::fs::read_to_string("/etc/group")
-        .map_err(|e| VhostError::io("read /etc/group", e))?;
+    let groups =
+        std::fs::read_to_string("/etc/group").map_err(|e| VhostError::io("read /etc/group", e))?;
     groups
         .lines()
         .filter_map(|l| {

@@ -7,6 +7,7 @@
 //! [`GuestMemory`]. A violation returns a [`RingError`]; the port then stops using
 //! the device and disconnects the frontend.
 
+pub mod copy;
 pub mod packed;
 pub mod segs;
 pub mod split;

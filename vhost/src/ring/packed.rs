@@ -64,7 +64,7 @@ impl PackedRing {
             return Err(ProtocolError::BadVring(format!("packed ring size {size}")));
         }
         let area = |a: u64, len: u64, align: u64, what: &str| {
-            if a % align != 0 {
+            if !a.is_multiple_of(align) {
                 return Err(ProtocolError::BadVring(format!("{what} at {a:#x} misaligned")));
             }
             p.mem
@@ -95,7 +95,8 @@ impl PackedRing {
         // Poll mode: ask the frontend not to kick.
         // SAFETY: device_event+2 is inside the checked 4-byte area, 2-aligned.
         unsafe {
-            (*(ring.device_event.add(2) as *const AtomicU16)).store(EVENT_DISABLE, Ordering::Release)
+            (*(ring.device_event.add(2) as *const AtomicU16))
+                .store(EVENT_DISABLE, Ordering::Release)
         };
         Ok(ring)
     }
@@ -155,7 +156,7 @@ impl PackedRing {
 
     fn collect_indirect(&mut self, d: &Desc, write: bool) -> Result<(), RingError> {
         let n = d.len as usize / DESC_LEN;
-        if d.len as usize % DESC_LEN != 0 || n == 0 || n > MAX_QUEUE_SIZE as usize {
+        if !(d.len as usize).is_multiple_of(DESC_LEN) || n == 0 || n > MAX_QUEUE_SIZE as usize {
             return Err(RingError::BadIndirect);
         }
         let table = self.p.mem.gpa_range(d.addr, d.len as u64).ok_or(RingError::BadIndirect)?;

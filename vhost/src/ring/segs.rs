@@ -1,6 +1,7 @@
 //! A short list of host-memory segments that make up one guest buffer (a descriptor
 //! chain, after translation), with gather and scatter copies.
 
+use super::copy::copy_packet;
 use crate::error::RingError;
 
 /// Most segments one packet may span (chains longer than this are refused).
@@ -80,9 +81,7 @@ impl SegList {
             let n = l - skip;
             // SAFETY: segment i is `l` readable bytes of mapped guest memory (checked
             // when pushed); at + n <= total - skip <= dst.len().
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.ptr[i].add(skip), dst.as_mut_ptr().add(at), n)
-            };
+            unsafe { copy_packet(dst.as_mut_ptr().add(at), self.ptr[i].add(skip), n) };
             at += n;
             skip = 0;
         }
@@ -101,9 +100,7 @@ impl SegList {
                 let n = room.min(src.len());
                 // SAFETY: segment `seg` has `len` writable bytes (checked when pushed);
                 // seg_off + n <= len.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr[seg].add(seg_off), n)
-                };
+                unsafe { copy_packet(self.ptr[seg].add(seg_off), src.as_ptr(), n) };
                 src = &src[n..];
                 seg_off += n;
                 written += n;

@@ -12,6 +12,7 @@ use podwire_driver::mempool::PacketBuf;
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
+use super::copy::prefetch;
 use super::{
     need_event, net_hdr, push_buffer, Desc, RingParams, SegList, DESC_F_INDIRECT, DESC_F_NEXT,
     DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -36,6 +37,23 @@ pub struct SplitRing {
     /// `last_avail` when `avail_event` was last pushed ahead (event-idx only).
     event_base: u16,
     segs: SegList,
+    batch: Batch,
+}
+
+/// Most avail entries one burst call looks at.
+const BATCH: usize = 64;
+
+/// Heads and (for single-descriptor chains) translated buffers of one burst.
+struct Batch {
+    head: [u16; BATCH],
+    ptr: [*mut u8; BATCH],
+    len: [u32; BATCH],
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self { head: [0; BATCH], ptr: [std::ptr::null_mut(); BATCH], len: [0; BATCH] }
+    }
 }
 
 // SAFETY: the raw pointers point into `p.mem`, which the ring keeps alive (Arc); the
@@ -53,7 +71,7 @@ impl SplitRing {
         }
         let s = size as u64;
         let area = |a: u64, len: u64, align: u64, what: &str| {
-            if a % align != 0 {
+            if !a.is_multiple_of(align) {
                 return Err(ProtocolError::BadVring(format!("{what} at {a:#x} misaligned")));
             }
             p.mem
@@ -74,13 +92,18 @@ impl SplitRing {
             last_used: base,
             event_base: base,
             segs: SegList::default(),
+            batch: Batch::default(),
         };
         // A frontend restarted against a running ring (or a backend restarted under a
         // running frontend) can leave base and used.idx apart; the used ring is the
         // truth about what was completed.
         let used_idx = ring.used_idx().load(Ordering::Acquire);
         if used_idx != base {
-            tracing::warn!(base, used_idx, "vring base differs from used.idx; resuming at used.idx");
+            tracing::warn!(
+                base,
+                used_idx,
+                "vring base differs from used.idx; resuming at used.idx"
+            );
             ring.last_avail = used_idx;
             ring.last_used = used_idx;
         }
@@ -89,7 +112,9 @@ impl SplitRing {
             ring.push_avail_event();
         } else {
             // SAFETY: used..used+2 is inside the checked used area, 2-aligned.
-            unsafe { (*(ring.used as *const AtomicU16)).store(USED_F_NO_NOTIFY, Ordering::Release) };
+            unsafe {
+                (*(ring.used as *const AtomicU16)).store(USED_F_NO_NOTIFY, Ordering::Release)
+            };
         }
         Ok(ring)
     }
@@ -217,7 +242,10 @@ impl SplitRing {
                     return Err(RingError::BadIndirect);
                 }
                 let n = d.len as usize / DESC_LEN;
-                if d.len as usize % DESC_LEN != 0 || n == 0 || n > MAX_QUEUE_SIZE as usize {
+                if !(d.len as usize).is_multiple_of(DESC_LEN)
+                    || n == 0
+                    || n > MAX_QUEUE_SIZE as usize
+                {
                     return Err(RingError::BadIndirect);
                 }
                 table = self
@@ -246,6 +274,52 @@ impl SplitRing {
         }
     }
 
+    /// Reads the heads of the next `n` avail entries into `self.batch`, and for each
+    /// chain that is a single direct descriptor of the right direction, its
+    /// translated buffer; starts loading those buffers into the cache so the copies
+    /// that follow overlap their misses instead of taking them one by one.
+    #[inline]
+    fn prepare(&mut self, n: usize, write: bool) {
+        let size = self.mask as usize + 1;
+        for i in 0..n {
+            let head = self.avail_entry(self.last_avail.wrapping_add(i as u16));
+            self.batch.head[i] = head;
+            if (head as usize) < size {
+                prefetch(self.desc.wrapping_add(head as usize * DESC_LEN));
+            }
+        }
+        let want = if write { DESC_F_WRITE } else { 0 };
+        for i in 0..n {
+            let head = self.batch.head[i] as usize;
+            self.batch.ptr[i] = std::ptr::null_mut();
+            if head >= size {
+                continue; // collect() reports it
+            }
+            // SAFETY: head < size: inside the checked descriptor table.
+            let d = unsafe { Desc::read_split(self.desc.add(head * DESC_LEN)) };
+            if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT | DESC_F_WRITE) != want {
+                continue; // the general path handles (or refuses) it
+            }
+            if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
+                let p = p.as_ptr();
+                prefetch(p);
+                prefetch(p.wrapping_add(64));
+                self.batch.ptr[i] = p;
+                self.batch.len[i] = d.len;
+            }
+        }
+    }
+
+    /// Puts chain `i` of the prepared batch into `self.segs`.
+    #[inline(always)]
+    fn batch_chain(&mut self, i: usize, write: bool) -> Result<(), RingError> {
+        if !self.batch.ptr[i].is_null() {
+            self.segs.clear();
+            return self.segs.push(self.batch.ptr[i], self.batch.len[i]);
+        }
+        self.collect(self.batch.head[i], write)
+    }
+
     /// Guest tx: copies up to `max` packets the frontend sent into fresh buffers from
     /// `pool`, appended to `out`. Packets that do not fit a buffer are dropped and
     /// counted as errors; their descriptors are still returned to the frontend.
@@ -261,17 +335,18 @@ impl SplitRing {
             return Ok(0);
         }
         let start = out.len();
-        let got = pool.alloc_bulk(out, pending.min(max));
+        let got = pool.alloc_bulk(out, pending.min(max).min(BATCH));
         if got == 0 {
             // Pool dry: leave the packets in the ring (back-pressure to the frontend).
             return Ok(0);
         }
+        self.prepare(got, false);
         let old_used = self.last_used;
         let (mut kept, mut bytes, mut bad) = (start, 0usize, 0u64);
-        for _ in 0..got {
-            let head = self.avail_entry(self.last_avail);
+        for i in 0..got {
+            let head = self.batch.head[i];
             self.last_avail = self.last_avail.wrapping_add(1);
-            if let Err(e) = self.collect(head, false) {
+            if let Err(e) = self.batch_chain(i, false) {
                 out.truncate(start);
                 return Err(e);
             }
@@ -305,26 +380,40 @@ impl SplitRing {
         bufs: &mut Vec<PacketBuf>,
         q: &QueueCounters,
     ) -> Result<usize, RingError> {
-        let mut free = self.pending()?;
+        let free = self.pending()?;
+        if free == 0 || bufs.is_empty() {
+            return Ok(0);
+        }
+        let prepared = (free as usize).min(bufs.len()).min(BATCH);
+        self.prepare(prepared, true);
+        let first_avail = self.last_avail;
+        let end_avail = first_avail.wrapping_add(free);
         let old_used = self.last_used;
         let (mut taken, mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize, 0u64);
         let hdr_len = self.p.hdr_len;
         let mut heads = [(0u16, 0u32); MAX_MRG_CHAINS];
         for buf in bufs.iter() {
-            if free == 0 {
+            let left = end_avail.wrapping_sub(self.last_avail);
+            if left == 0 {
                 break;
             }
             let data = buf.data();
             let need = hdr_len + data.len();
-            let head = self.avail_entry(self.last_avail);
-            self.collect(head, true)?;
+            let slot = self.last_avail.wrapping_sub(first_avail) as usize;
+            let head = if slot < prepared {
+                self.batch_chain(slot, true)?;
+                self.batch.head[slot]
+            } else {
+                let h = self.avail_entry(self.last_avail);
+                self.collect(h, true)?;
+                h
+            };
             let cap = self.segs.total() as usize;
             if cap >= need {
                 let hdr = net_hdr(hdr_len, 1);
                 self.segs.scatter(&[&hdr[..hdr_len], data]);
                 self.write_used(head, need as u32);
                 self.last_avail = self.last_avail.wrapping_add(1);
-                free -= 1;
             } else if !self.p.mrg_rxbuf {
                 // One buffer per packet and this one is too small: drop the packet,
                 // keep the buffer for the next.
@@ -335,7 +424,7 @@ impl SplitRing {
                 // Mergeable: spread the packet over as many chains as it needs.
                 heads[0] = (head, cap as u32);
                 let (mut n, mut total) = (1usize, cap);
-                while total < need && n < free as usize && n < MAX_MRG_CHAINS {
+                while total < need && n < left as usize && n < MAX_MRG_CHAINS {
                     let h = self.avail_entry(self.last_avail.wrapping_add(n as u16));
                     self.collect(h, true)?;
                     heads[n] = (h, self.segs.total() as u32);
@@ -361,7 +450,6 @@ impl SplitRing {
                     off += len;
                 }
                 self.last_avail = self.last_avail.wrapping_add(n as u16);
-                free -= n as u16;
             }
             taken += 1;
             sent += 1;
