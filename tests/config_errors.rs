@@ -2,7 +2,8 @@
 //! problem, from both `podwire check-config` and `podwire run`; none panics.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_podwire");
 
@@ -14,14 +15,32 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
+/// Runs podwire and collects its output. A config wrongly accepted by `run` would
+/// start the daemon: it is killed after a while so that the test fails, not hangs.
 fn podwire(args: &[&str], config: &Path) -> Output {
-    Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(args)
         .arg("--config")
         .arg(config)
         .env_remove("RUST_LOG")
-        .output()
-        .expect("run podwire")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run podwire");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "podwire {args:?} {config:?} did not exit: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait_with_output().expect("collect output")
 }
 
 /// A good config with sockets in `dir`; the cases below mutate it.
@@ -213,7 +232,21 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
             g.replacen("\"vhost-user\"", "\"ring\"", 1),
             "ports[0].type: unknown port type \"ring\"".into(),
         ),
-        ("wrong value type", g.replace("queues = 2", "queues = \"two\""), "invalid type".into()),
+        (
+            "wrong value type",
+            g.replace("queues = 2", "queues = \"two\""),
+            "ports[1].queues: must be integer, not string".into(),
+        ),
+        (
+            "wrong value type of an optional key",
+            g.replace("mode = \"client\"", "mode = \"client\"\nsocket_group = 3"),
+            "ports[1].socket_group: must be string, not integer".into(),
+        ),
+        (
+            "wrong value type in a section",
+            g.replace("hugepages = false", "hugepages = \"no\""),
+            "line 4, column 13: invalid type: string \"no\", expected a boolean".into(),
+        ),
         (
             "buffers out of range",
             g.replace("buffers = 2048", "buffers = 10"),
