@@ -327,7 +327,8 @@ fn good_config_passes_check_config() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stderr: {stderr}");
     assert!(stderr.trim().is_empty(), "{stderr}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (2 ports, 1 cross-connects"));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains("ok (ports: 2, cross-connects: 1, worker cores: [0])"));
     // Defaults: a config with only the required keys is fine too.
     std::fs::write(&path, "[workers]\ncores = [0]\n").unwrap();
     assert!(podwire(&["check-config"], &path).status.success());
