@@ -382,7 +382,7 @@ impl Validator<'_> {
             None => return Err(self.err(format!("ports[{i}]"), "missing field `name`")),
             Some(toml::Value::String(s)) => s.clone(),
             Some(v) => {
-                return Err(self.err(at("name"), format!("must be a string, not {}", v.type_str())))
+                return Err(self.err(at("name"), format!("must be string, not {}", v.type_str())))
             }
         };
         self.name(&at("name"), &name)?;
@@ -390,11 +390,25 @@ impl Validator<'_> {
             None => return Err(self.err(format!("ports[{i}]"), "missing field `type`")),
             Some(toml::Value::String(s)) => s.clone(),
             Some(v) => {
-                return Err(self.err(at("type"), format!("must be a string, not {}", v.type_str())))
+                return Err(self.err(at("type"), format!("must be string, not {}", v.type_str())))
             }
         };
         match kind.as_str() {
             "vhost-user" => {
+                // Check value types first, so that the error names the key (the
+                // table-to-struct conversion below reports types without the key).
+                for (key, value) in &table {
+                    let want = match key.as_str() {
+                        "queues" => "integer",
+                        "name" | "type" | "socket" | "mode" | "mac" | "socket_group" => "string",
+                        _ => continue,
+                    };
+                    if value.type_str() != want {
+                        return Err(
+                            self.err(at(key), format!("must be {want}, not {}", value.type_str()))
+                        );
+                    }
+                }
                 let raw: RawVhostUser =
                     toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
                         self.err(format!("ports[{i}] ({name})"), e.message())

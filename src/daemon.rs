@@ -49,6 +49,9 @@ pub enum DaemonError {
 /// other thread is started (so that the signal mask is inherited).
 pub fn run(config: &Config) -> Result<(), DaemonError> {
     let signals = ShutdownSignals::block().map_err(DaemonError::Signals)?;
+    // First, so that a second daemon with the same config stops here, before it
+    // touches the first one's port sockets.
+    let control = ControlServer::bind(&config.control_socket)?;
 
     let mem = config.memory;
     let pool_cfg = MempoolConfig { count: mem.buffers, ..Default::default() };
@@ -86,7 +89,6 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
         );
     }
 
-    let control = ControlServer::bind(&config.control_socket)?;
     let pairs: Vec<[usize; 2]> = config.xconnects.iter().map(|x| x.ports).collect();
     let engine = Engine::start(ports, &pairs, &config.workers.cores)?;
     for w in engine.assignments() {

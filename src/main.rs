@@ -95,7 +95,7 @@ fn check_config(config_path: &Path) -> ExitCode {
     match Config::load(config_path) {
         Ok(c) => {
             println!(
-                "{}: ok ({} ports, {} cross-connects, worker cores {:?})",
+                "{}: ok (ports: {}, cross-connects: {}, worker cores: {:?})",
                 config_path.display(),
                 c.ports.len(),
                 c.xconnects.len(),

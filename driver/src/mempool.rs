@@ -269,17 +269,15 @@ impl Mempool {
             }
             let take = n.min(cache.offs.len());
             let start = cache.offs.len() - take;
-            out.reserve(take);
-            for &off in &cache.offs[start..] {
-                out.push(PacketBuf {
-                    pool,
-                    // SAFETY: off < mem.len() by construction of the ring contents.
-                    slot: unsafe { NonNull::new_unchecked(base.add(off as usize)) },
-                    off,
-                    data_off: headroom,
-                    len: 0,
-                });
-            }
+            // One reservation for the burst: a slice iterator knows its length.
+            out.extend(cache.offs[start..].iter().map(|&off| PacketBuf {
+                pool,
+                // SAFETY: off < mem.len() by construction of the ring contents.
+                slot: unsafe { NonNull::new_unchecked(base.add(off as usize)) },
+                off,
+                data_off: headroom,
+                len: 0,
+            }));
             cache.offs.truncate(start);
             take
         });
@@ -327,6 +325,10 @@ struct LocalCache {
 }
 
 impl LocalCache {
+    // Cold and out of line: keeps the per-buffer alloc and free paths small enough
+    // to inline into the caller's burst loop.
+    #[cold]
+    #[inline(never)]
     fn refill(&mut self, inner: &PoolInner, n: usize) {
         let want = CACHE_REFILL + n - self.offs.len();
         let mut got = 0;
@@ -340,6 +342,8 @@ impl LocalCache {
         inner.outside_ring.fetch_add(got, Ordering::SeqCst);
     }
 
+    #[cold]
+    #[inline(never)]
     fn spill_to(&mut self, inner: &PoolInner, keep: usize) {
         let n = self.offs.len().saturating_sub(keep);
         for off in self.offs.drain(keep..) {
@@ -378,19 +382,35 @@ fn with_cache<R>(pool: NonNull<PoolInner>, f: impl FnOnce(&mut LocalCache) -> R)
             let caches = unsafe { &mut *c.get() };
             let i = match caches.iter().position(|c| c.pool == pool) {
                 Some(i) => i,
-                None => {
-                    // SAFETY: the caller guarantees the pool is alive.
-                    unsafe { pool.as_ref() }.handles.fetch_add(1, Ordering::SeqCst);
-                    caches.push(LocalCache {
-                        pool,
-                        offs: Vec::with_capacity(CACHE_MAX + CACHE_REFILL),
-                    });
-                    caches.len() - 1
-                }
+                None => new_cache(caches, pool),
             };
             f(&mut caches[i])
         })
         .ok()
+}
+
+/// Creates this thread's cache of `pool` (once per thread and pool); returns its index.
+/// The pool must be alive.
+#[cold]
+#[inline(never)]
+fn new_cache(caches: &mut Vec<LocalCache>, pool: NonNull<PoolInner>) -> usize {
+    // SAFETY: the caller guarantees the pool is alive.
+    unsafe { pool.as_ref() }.handles.fetch_add(1, Ordering::SeqCst);
+    caches.push(LocalCache { pool, offs: Vec::with_capacity(CACHE_MAX + CACHE_REFILL) });
+    caches.len() - 1
+}
+
+/// Returns a buffer straight to the shared ring (the thread's cache is gone).
+#[cold]
+#[inline(never)]
+fn free_uncached(pool: NonNull<PoolInner>, off: u32) {
+    // SAFETY: the buffer being freed keeps its pool alive until this returns.
+    let inner = unsafe { pool.as_ref() };
+    inner.free.push(off).expect("ring has room for every buffer of the pool");
+    if inner.outside_ring.fetch_sub(1, Ordering::SeqCst) == 1 {
+        // SAFETY: pool came from Box::into_raw.
+        unsafe { PoolInner::release_if_unused(pool) };
+    }
 }
 
 /// An owned packet buffer from a [`Mempool`]: `len` bytes of data starting
@@ -580,12 +600,7 @@ impl Drop for PacketBuf {
             }
         });
         if cached.is_none() {
-            let inner = self.pool();
-            inner.free.push(off).expect("ring has room for every buffer of the pool");
-            if inner.outside_ring.fetch_sub(1, Ordering::SeqCst) == 1 {
-                // SAFETY: pool came from Box::into_raw.
-                unsafe { PoolInner::release_if_unused(pool) };
-            }
+            free_uncached(pool, off);
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::engine::PortStatus;
 pub const SOCKET_MODE: u32 = 0o660;
 /// Longest a client may take to send its request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+/// Longest the server waits for a client to hang up after the response.
+const LINGER: Duration = Duration::from_millis(200);
 /// How often the server thread looks at its stop flag.
 const POLL_INTERVAL_MS: i32 = 100;
 
@@ -242,7 +244,29 @@ fn handle_connection(stream: UnixStream, status: &[Arc<PortStatus>]) {
     if let Err(e) = http::write_json(&mut w, code, &body) {
         tracing::debug!("control response not delivered: {e}");
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    linger(&stream);
+}
+
+/// Ends the exchange without losing the response: closing a unix socket with unread
+/// input resets the connection, and the client's read then fails before it sees the
+/// answer. So: signal end of response, then discard what the client still sends
+/// (bounded in bytes and time) until it hangs up.
+fn linger(stream: &UnixStream) {
+    const MAX_DISCARD: usize = 1 << 20;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 4096];
+    let mut discarded = 0;
+    while discarded < MAX_DISCARD {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        match (&mut &*stream).read(&mut sink) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => discarded += n,
+        }
+    }
 }
 
 /// The answer to a request: status code and JSON body.

@@ -21,7 +21,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use podwire_driver::port::CounterSnapshot;
-use podwire_driver::{MacAddr, Port, PortCounters};
+use podwire_driver::{MacAddr, Port, PortCounters, PortInfo};
 
 use xconnect::XconnectPair;
 
@@ -126,6 +126,11 @@ impl PortStatus {
     /// The port's MAC address as last published.
     pub fn mac(&self) -> MacAddr {
         mac_from_u64(self.mac.load(Ordering::Relaxed))
+    }
+
+    /// The port's [`PortInfo`] as last published.
+    pub fn info(&self) -> PortInfo {
+        PortInfo { kind: self.kind, mac: self.mac(), queues: self.queues }
     }
 
     /// Link state as last published.

@@ -1,0 +1,206 @@
+//! The whole daemon as a process: `podwire run` with two vhost-user ports, asked
+//! through its control socket by `podwire stats` and by raw HTTP, then stopped with
+//! SIGTERM.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_podwire");
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("podwire-d-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn stats(socket: &Path, json: bool) -> Output {
+    let mut c = Command::new(BIN);
+    c.arg("stats").arg("--socket").arg(socket);
+    if json {
+        c.arg("--json");
+    }
+    c.output().expect("run podwire stats")
+}
+
+/// Sends raw bytes to the control socket and returns the whole answer.
+fn raw_request(socket: &Path, request: &[u8]) -> String {
+    let mut s = UnixStream::connect(socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read answer");
+    out
+}
+
+/// Kills the daemon if the test fails half way, so it never outlives the test.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn run_serves_stats_and_stops_cleanly_on_sigterm() {
+    let dir = temp_dir("stats");
+    let ctl = dir.join("run").join("podwire.sock");
+    let (a_sock, b_sock) = (dir.join("a.sock"), dir.join("b.sock"));
+    let core = podwire::config::allowed_cpus().and_then(|c| c.last().copied()).unwrap_or(0);
+    let config = dir.join("podwire.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"control_socket = "{ctl}"
+log_level = "debug"
+[memory]
+buffers = 2048
+hugepages = false
+[workers]
+cores = [{core}]
+[[ports]]
+name = "a"
+type = "vhost-user"
+socket = "{a}"
+mac = "02:00:00:00:00:0a"
+[[ports]]
+name = "b"
+type = "vhost-user"
+socket = "{b}"
+mode = "server"
+queues = 2
+[[xconnect]]
+ports = ["a", "b"]
+"#,
+            ctl = ctl.display(),
+            a = a_sock.display(),
+            b = b_sock.display()
+        ),
+    )
+    .unwrap();
+
+    // Nobody running yet: a clear one-line error.
+    let out = stats(&ctl, false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("cannot connect to {}: is podwire running?", ctl.display())));
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    // A stale socket from a killed daemon is replaced.
+    std::fs::create_dir_all(ctl.parent().unwrap()).unwrap();
+    drop(UnixListener::bind(&ctl).unwrap());
+    assert!(ctl.exists());
+
+    let log = dir.join("podwire.log");
+    let child = Command::new(BIN)
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start podwire run");
+    let mut daemon = Daemon(child);
+
+    let start = Instant::now();
+    let body = loop {
+        let out = stats(&ctl, true);
+        if out.status.success() {
+            break String::from_utf8(out.stdout).unwrap();
+        }
+        if let Ok(Some(status)) = daemon.0.try_wait() {
+            panic!("podwire run exited with {status}: {}", std::fs::read_to_string(&log).unwrap());
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "podwire never answered on {ctl:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+
+    let v: serde_json::Value = serde_json::from_str(&body).expect("stats --json prints JSON");
+    let ports = v["ports"].as_array().expect("ports array");
+    assert_eq!(ports.len(), 2, "{body}");
+    for (p, (name, queues)) in ports.iter().zip([("a", 1), ("b", 2)]) {
+        assert_eq!(p["name"], name);
+        assert_eq!(p["kind"], "vhost-user");
+        assert_eq!(p["link"], "down");
+        assert_eq!(p["queues"], queues);
+        for k in
+            ["rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_drops", "tx_drops", "errors"]
+        {
+            assert_eq!(p[k], 0, "{name}.{k} in {body}");
+        }
+    }
+    assert_eq!(ports[0]["mac"], "02:00:00:00:00:0a");
+
+    // The table form.
+    let out = stats(&ctl, false);
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("PORT"), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("a ") && l.contains("down")), "{table}");
+    assert_eq!(table.lines().count(), 3, "{table}");
+
+    // What curl sends, and things curl would not send.
+    let mode = std::fs::metadata(&ctl).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660);
+    let health = raw_request(&ctl, b"GET /health HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+    assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
+    let nope = raw_request(&ctl, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(nope.starts_with("HTTP/1.1 404 "), "{nope}");
+    assert!(nope.contains("{\"error\":"), "{nope}");
+    let post = raw_request(&ctl, b"POST /stats HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+    let garbage = raw_request(&ctl, b"\x00\x01garbage\r\n\r\n");
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+    let mut huge = b"GET /stats HTTP/1.1\r\nX: ".to_vec();
+    huge.resize(100 * 1024, b'a');
+    let too_big = raw_request(&ctl, &huge);
+    assert!(too_big.starts_with("HTTP/1.1 413 "), "{too_big}");
+    // A client that connects and says nothing does not wedge the server for others
+    // beyond the request deadline; one that hangs up early is simply dropped.
+    drop(UnixStream::connect(&ctl).unwrap());
+    assert!(stats(&ctl, true).status.success());
+
+    // The vhost-user crate owns its sockets: note which ones it created.
+    let port_sockets: Vec<&PathBuf> =
+        [&a_sock, &b_sock].into_iter().filter(|p| p.exists()).collect();
+
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    let rc = unsafe { libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "podwire did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "exit {status}; log:\n{log_text}");
+    assert!(!log_text.contains("panicked"), "{log_text}");
+    for want in ["SIGTERM received", "cross-connect a <-> b", "replacing stale control socket"] {
+        assert!(log_text.contains(want), "log lacks {want:?}:\n{log_text}");
+    }
+    assert!(!ctl.exists(), "control socket removed");
+    for p in port_sockets {
+        assert!(!p.exists(), "{} removed by its port", p.display());
+    }
+    for p in [&a_sock, &b_sock] {
+        // Whatever is left at a port path must not be a socket.
+        if let Ok(m) = std::fs::symlink_metadata(p) {
+            assert!(!m.file_type().is_socket(), "{} left behind", p.display());
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

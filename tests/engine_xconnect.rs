@@ -1,0 +1,353 @@
+//! Drives the forwarding engine (the code `podwire run` uses) with in-process ports.
+//!
+//! `RingPort` lives here and only here: the config accepts no such port type. Each
+//! queue of a RingPort is a pair of lock-free rings: the test injects packets into
+//! the port's receive ring and collects what the port transmits from its transmit
+//! ring, while the engine's pinned worker moves packets between two ports.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use podwire::engine::{Engine, EngineError};
+use podwire_driver::{MacAddr, Mempool, MempoolConfig, PacketBuf, Port, PortCounters, PortInfo};
+
+type Ring = Arc<ArrayQueue<PacketBuf>>;
+
+/// The outside ends of one RingPort queue.
+#[derive(Clone)]
+struct RingEnd {
+    /// Packets pushed here are received by the port.
+    inject: Ring,
+    /// Packets the port transmits arrive here.
+    collect: Ring,
+}
+
+/// A port whose "wire" is a pair of in-process rings per queue.
+struct RingPort {
+    name: String,
+    mac: MacAddr,
+    queues: Vec<RingEnd>,
+    counters: Arc<PortCounters>,
+}
+
+impl RingPort {
+    fn new(name: &str, queues: u16, rx_cap: usize, tx_cap: usize) -> (Self, Vec<RingEnd>) {
+        let ends: Vec<RingEnd> = (0..queues)
+            .map(|_| RingEnd {
+                inject: Arc::new(ArrayQueue::new(rx_cap)),
+                collect: Arc::new(ArrayQueue::new(tx_cap)),
+            })
+            .collect();
+        let port = Self {
+            name: name.into(),
+            mac: MacAddr::random_local(),
+            queues: ends.clone(),
+            counters: PortCounters::new(queues),
+        };
+        (port, ends)
+    }
+}
+
+impl Port for RingPort {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn info(&self) -> PortInfo {
+        PortInfo { kind: "ring", mac: self.mac, queues: self.queues.len() as u16 }
+    }
+    fn link_up(&self) -> bool {
+        true
+    }
+    fn rx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>, max: usize) -> usize {
+        let Some(q) = self.queues.get(queue as usize) else { return 0 };
+        let (mut n, mut bytes) = (0, 0);
+        while n < max {
+            let Some(b) = q.inject.pop() else { break };
+            bytes += b.len();
+            bufs.push(b);
+            n += 1;
+        }
+        self.counters.queue(queue).count_rx(n, bytes);
+        n
+    }
+    fn tx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>) -> usize {
+        let Some(q) = self.queues.get(queue as usize) else { return 0 };
+        // This port is the ring's only producer, so the room can only grow meanwhile.
+        let n = bufs.len().min(q.collect.capacity() - q.collect.len());
+        let mut bytes = 0;
+        for b in bufs.drain(..n) {
+            bytes += b.len();
+            if q.collect.push(b).is_err() {
+                unreachable!("single producer: room was checked");
+            }
+        }
+        self.counters.queue(queue).count_tx(n, bytes);
+        n
+    }
+    fn counters(&self) -> Arc<PortCounters> {
+        self.counters.clone()
+    }
+}
+
+fn pool(count: u32) -> Mempool {
+    Mempool::small_pages(MempoolConfig { count, ..Default::default() }).expect("mempool")
+}
+
+/// The core the worker is pinned to: the last one this process may use.
+fn worker_core() -> usize {
+    *podwire::config::allowed_cpus().and_then(|c| c.last().copied()).as_ref().unwrap_or(&0)
+}
+
+/// Length of packet `seq`: varies between 60 and 1514 bytes.
+fn len_of(seq: u64) -> usize {
+    60 + (seq.wrapping_mul(2654435761) % 1455) as usize
+}
+
+/// Fills a packet: direction byte, sequence number, then a pattern derived from both.
+fn fill(b: &mut PacketBuf, dir: u8, seq: u64) {
+    let len = len_of(seq);
+    let room = b.room_mut();
+    room[0] = dir;
+    room[1..9].copy_from_slice(&seq.to_le_bytes());
+    for (i, x) in room[9..len].iter_mut().enumerate() {
+        *x = (seq as u8).wrapping_add(i as u8).wrapping_mul(31) ^ dir;
+    }
+    b.set_len(len);
+}
+
+/// Checks a packet is `seq` of direction `dir`, bytes intact.
+fn check(b: &PacketBuf, dir: u8, seq: u64) {
+    let d = b.data();
+    assert_eq!(d.len(), len_of(seq), "length of packet {seq} (dir {dir})");
+    assert_eq!(d[0], dir, "direction of packet {seq}");
+    let got = u64::from_le_bytes(d[1..9].try_into().unwrap());
+    assert_eq!(got, seq, "packet out of order or lost (dir {dir})");
+    for (i, x) in d[9..].iter().enumerate() {
+        assert_eq!(*x, (seq as u8).wrapping_add(i as u8).wrapping_mul(31) ^ dir, "byte {i}");
+    }
+}
+
+fn total_bytes(n: u64) -> u64 {
+    (0..n).map(|s| len_of(s) as u64).sum()
+}
+
+/// Cpus_allowed_list of this process's thread called `name`.
+fn thread_affinity(name: &str) -> Option<String> {
+    for t in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = t.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(|s| s.trim().to_owned());
+        }
+    }
+    None
+}
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+#[test]
+fn every_packet_arrives_in_order_both_ways_and_counters_match() {
+    const N: u64 = 100_000;
+    let pool = pool(16384);
+    let (a, a_ends) = RingPort::new("a", 1, 512, 512);
+    let (b, b_ends) = RingPort::new("b", 1, 512, 512);
+    let (a_counters, b_counters) = (a.counters(), b.counters());
+    let core = worker_core();
+    let ports: Vec<Box<dyn Port>> = vec![Box::new(a), Box::new(b)];
+    let engine = Engine::start(ports, &[[0, 1]], &[core]).expect("engine starts");
+    assert_eq!(engine.assignments().len(), 1);
+    assert_eq!(engine.assignments()[0].core, core);
+    assert_eq!(engine.assignments()[0].xconnects, vec![["a".to_string(), "b".to_string()]]);
+    assert_eq!(thread_affinity(&format!("podwire-w{core}")), Some(core.to_string()));
+
+    // One sender thread per direction; this thread collects both directions. The
+    // senders keep at most WINDOW packets in flight, less than the collecting ring
+    // holds, so the engine never meets a full peer (that is the next test).
+    const WINDOW: u64 = 256;
+    let received: [Arc<AtomicU64>; 2] = Default::default();
+    let senders: Vec<_> = [(0u8, a_ends[0].inject.clone()), (1u8, b_ends[0].inject.clone())]
+        .into_iter()
+        .map(|(dir, ring)| {
+            let pool = pool.clone();
+            let received = received[dir as usize].clone();
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                let mut burst = Vec::with_capacity(32);
+                let mut seq = 0;
+                while seq < N {
+                    assert!(start.elapsed() < DEADLINE, "sender {dir} stuck at {seq}");
+                    if burst.is_empty() {
+                        let want = (N - seq).min(32) as usize;
+                        pool.alloc_bulk(&mut burst, want);
+                    }
+                    if burst.is_empty() || seq - received.load(Ordering::Acquire) >= WINDOW {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    let mut b = burst.pop().unwrap();
+                    fill(&mut b, dir, seq);
+                    let mut item = b;
+                    loop {
+                        match ring.push(item) {
+                            Ok(()) => break,
+                            Err(back) => {
+                                item = back;
+                                assert!(start.elapsed() < DEADLINE, "ring {dir} never drained");
+                                std::thread::yield_now();
+                            }
+                        }
+                    }
+                    seq += 1;
+                }
+            })
+        })
+        .collect();
+
+    let mut next = [0u64; 2];
+    let start = Instant::now();
+    // Packets injected on a leave on b, and the other way round.
+    let outs = [&b_ends[0].collect, &a_ends[0].collect];
+    while next[0] < N || next[1] < N {
+        assert!(start.elapsed() < DEADLINE, "only {next:?} of {N} packets arrived");
+        let mut idle = true;
+        for dir in 0..2 {
+            while let Some(p) = outs[dir].pop() {
+                check(&p, dir as u8, next[dir]);
+                next[dir] += 1;
+                received[dir].store(next[dir], Ordering::Release);
+                idle = false;
+            }
+        }
+        if idle {
+            std::thread::yield_now();
+        }
+    }
+    for s in senders {
+        s.join().expect("sender");
+    }
+    let ports = engine.stop();
+    assert_eq!(ports.len(), 2, "the engine hands back both ports");
+
+    let (ta, tb) = (a_counters.total(), b_counters.total());
+    let bytes = total_bytes(N);
+    assert_eq!((ta.rx_packets, ta.rx_bytes, ta.tx_packets, ta.tx_bytes), (N, bytes, N, bytes));
+    assert_eq!((tb.rx_packets, tb.rx_bytes, tb.tx_packets, tb.tx_bytes), (N, bytes, N, bytes));
+    assert_eq!((ta.tx_drops, tb.tx_drops, ta.rx_drops, tb.rx_drops), (0, 0, 0, 0));
+    assert!(a_ends[0].inject.is_empty() && b_ends[0].inject.is_empty());
+}
+
+/// Waits until `f` holds or the deadline passes.
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn packets_the_peer_refuses_are_dropped_and_counted_on_the_peer() {
+    const N: u64 = 1000;
+    const ROOM: usize = 8;
+    let pool = pool(4096);
+    let (a, a_ends) = RingPort::new("a", 1, 1024, 1024);
+    // Nobody drains b: it takes ROOM packets and refuses the rest.
+    let (b, b_ends) = RingPort::new("b", 1, 16, ROOM);
+    let (a_counters, b_counters) = (a.counters(), b.counters());
+    let mut bufs = Vec::new();
+    assert_eq!(pool.alloc_bulk(&mut bufs, N as usize), N as usize);
+    for (seq, mut p) in bufs.drain(..).enumerate() {
+        fill(&mut p, 0, seq as u64);
+        a_ends[0].inject.push(p).expect("ring has room");
+    }
+    let ports: Vec<Box<dyn Port>> = vec![Box::new(a), Box::new(b)];
+    let engine = Engine::start(ports, &[[0, 1]], &[worker_core()]).expect("engine starts");
+    wait_for("a to receive every packet", || a_counters.total().rx_packets == N);
+    wait_for("the drops to be counted", || {
+        let t = b_counters.total();
+        t.tx_packets + t.tx_drops == N
+    });
+    let status = engine.status();
+    drop(engine.stop());
+
+    let (ta, tb) = (a_counters.total(), b_counters.total());
+    assert_eq!((ta.rx_packets, ta.rx_bytes), (N, total_bytes(N)));
+    assert_eq!(tb.tx_packets, ROOM as u64);
+    assert_eq!(tb.tx_bytes, total_bytes(ROOM as u64));
+    assert_eq!(tb.tx_drops, N - ROOM as u64, "refused packets are counted on the peer");
+    assert_eq!((ta.tx_drops, ta.tx_packets, tb.rx_packets), (0, 0, 0));
+    // The ones b took are the first ones, in order and intact.
+    for seq in 0..ROOM as u64 {
+        check(&b_ends[0].collect.pop().expect("packet"), 0, seq);
+    }
+    assert!(b_ends[0].collect.is_empty());
+    // The status the control socket reads agrees.
+    assert_eq!(status[1].name(), "b");
+    assert_eq!(status[1].totals().tx_drops, N - ROOM as u64);
+    assert!(status[0].link_up());
+    // Every dropped buffer went back to the pool.
+    drop(b_ends);
+    drop(a_ends);
+    assert_eq!(pool.outside_ring(), pool.in_thread_cache());
+}
+
+#[test]
+fn queues_map_onto_the_peers_queues_modulo_its_count() {
+    let pool = pool(4096);
+    let (a, a_ends) = RingPort::new("a", 3, 64, 64);
+    let (b, b_ends) = RingPort::new("b", 2, 64, 64);
+    let mut bufs = Vec::new();
+    pool.alloc_bulk(&mut bufs, 30);
+    for (i, mut p) in bufs.drain(..).enumerate() {
+        fill(&mut p, 0, i as u64);
+        a_ends[i % 3].inject.push(p).expect("room");
+    }
+    let b_counters = b.counters();
+    let ports: Vec<Box<dyn Port>> = vec![Box::new(a), Box::new(b)];
+    let engine = Engine::start(ports, &[[0, 1]], &[worker_core()]).expect("engine starts");
+    wait_for("30 packets on b", || b_counters.total().tx_packets == 30);
+    drop(engine.stop());
+    // a's queues 0 and 2 land on b's queue 0, a's queue 1 on b's queue 1.
+    assert_eq!(b_ends[0].collect.len(), 20);
+    assert_eq!(b_ends[1].collect.len(), 10);
+    assert_eq!(b_counters.queue(0).snapshot().tx_packets, 20);
+    assert_eq!(b_counters.queue(1).snapshot().tx_packets, 10);
+}
+
+#[test]
+fn pairs_are_dealt_round_robin_and_unpaired_ports_stay_idle() {
+    let mk = |n: &str| -> Box<dyn Port> { Box::new(RingPort::new(n, 1, 4, 4).0) };
+    let ports = vec![mk("a"), mk("b"), mk("c"), mk("d"), mk("e")];
+    let core = worker_core();
+    let cores = [core, core];
+    // Two workers may share a core: the engine does not forbid it, config does.
+    let engine = Engine::start(ports, &[[0, 1], [3, 2]], &cores).expect("engine starts");
+    let a = engine.assignments();
+    assert_eq!(a.len(), 2);
+    assert_eq!(a[0].xconnects, vec![["a".to_string(), "b".to_string()]]);
+    assert_eq!(a[1].xconnects, vec![["d".to_string(), "c".to_string()]]);
+    assert_eq!(engine.idle_ports(), vec!["e".to_string()]);
+    assert_eq!(engine.status().len(), 5);
+    assert_eq!(engine.stop().len(), 5);
+}
+
+#[test]
+fn bad_cross_connects_are_rejected() {
+    let mk = |n: &str| -> Box<dyn Port> { Box::new(RingPort::new(n, 1, 4, 4).0) };
+    let core = worker_core();
+    let cases: [(&[[usize; 2]], &[usize]); 4] =
+        [(&[[0, 0]], &[core]), (&[[0, 5]], &[core]), (&[[0, 1], [1, 0]], &[core]), (&[], &[])];
+    for (pairs, cores) in cases {
+        let r = Engine::start(vec![mk("a"), mk("b")], pairs, cores);
+        assert!(
+            matches!(r, Err(EngineError::BadXconnect { .. } | EngineError::NoCores)),
+            "{pairs:?} {cores:?}"
+        );
+    }
+}
