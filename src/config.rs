@@ -7,6 +7,8 @@
 //! [memory]
 //! buffers = 16384                                # packet buffers in the mempool
 //! hugepages = true                               # false: ordinary locked pages
+//! buffer_size = 2048                             # bytes of packet data per buffer
+//!                                                # (9216 for 9000-byte jumbo frames)
 //! [workers]
 //! cores = [0]                                    # one pinned poll-mode thread per core
 //! [[ports]]
@@ -40,6 +42,12 @@ pub const DEFAULT_BUFFERS: u32 = 16384;
 pub const MIN_BUFFERS: u32 = 1024;
 /// Most packet buffers accepted (the pool's memory must stay below 4 GiB).
 pub const MAX_BUFFERS: u32 = 1 << 20;
+/// Bytes of packet data per buffer unless the config says otherwise.
+pub const DEFAULT_BUFFER_SIZE: u32 = 2048;
+/// Smallest buffer accepted (a full 1514-byte frame must fit).
+pub const MIN_BUFFER_SIZE: u32 = 1536;
+/// Largest buffer accepted (9000-byte jumbo frames and their headers fit).
+pub const MAX_BUFFER_SIZE: u32 = 16384;
 /// Most queue pairs of a vhost-user port.
 pub const MAX_QUEUES: u16 = 16;
 /// Longest unix socket path: `sun_path` is 108 bytes including the terminating NUL.
@@ -106,6 +114,8 @@ pub struct MemoryConfig {
     pub buffers: u32,
     /// Hugepage memory (true) or ordinary locked pages (false, explicit opt-in).
     pub hugepages: bool,
+    /// Bytes of packet data per buffer: the largest frame podwire forwards.
+    pub buffer_size: u32,
 }
 
 /// The poll-mode worker threads.
@@ -175,6 +185,7 @@ struct RawConfig {
 struct RawMemory {
     buffers: Option<i64>,
     hugepages: Option<bool>,
+    buffer_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -331,7 +342,7 @@ impl Validator<'_> {
     }
 
     fn memory(&self, raw: Option<RawMemory>) -> Result<MemoryConfig, ConfigError> {
-        let raw = raw.unwrap_or(RawMemory { buffers: None, hugepages: None });
+        let raw = raw.unwrap_or(RawMemory { buffers: None, hugepages: None, buffer_size: None });
         let buffers = match raw.buffers {
             None => DEFAULT_BUFFERS,
             Some(n) if (MIN_BUFFERS as i64..=MAX_BUFFERS as i64).contains(&n) => n as u32,
@@ -342,7 +353,17 @@ impl Validator<'_> {
                 ))
             }
         };
-        Ok(MemoryConfig { buffers, hugepages: raw.hugepages.unwrap_or(true) })
+        let buffer_size = match raw.buffer_size {
+            None => DEFAULT_BUFFER_SIZE,
+            Some(n) if (MIN_BUFFER_SIZE as i64..=MAX_BUFFER_SIZE as i64).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(self.err(
+                    "memory.buffer_size",
+                    format!("{n} is out of range ({MIN_BUFFER_SIZE}..={MAX_BUFFER_SIZE})"),
+                ))
+            }
+        };
+        Ok(MemoryConfig { buffers, hugepages: raw.hugepages.unwrap_or(true), buffer_size })
     }
 
     fn workers(&self, raw: RawWorkers) -> Result<WorkersConfig, ConfigError> {
@@ -637,7 +658,14 @@ mod tests {
     #[test]
     fn good_config_parses_with_defaults() {
         let c = parse(GOOD).unwrap();
-        assert_eq!(c.memory, MemoryConfig { buffers: DEFAULT_BUFFERS, hugepages: true });
+        assert_eq!(
+            c.memory,
+            MemoryConfig {
+                buffers: DEFAULT_BUFFERS,
+                hugepages: true,
+                buffer_size: DEFAULT_BUFFER_SIZE
+            }
+        );
         assert_eq!(c.ports.len(), 2);
         let PortKind::VhostUser(a) = &c.ports[0].kind;
         assert_eq!((a.mode, a.queues, a.socket_perms, a.mac), (SocketMode::Server, 1, 0o660, None));

@@ -54,7 +54,11 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let control = ControlServer::bind(&config.control_socket)?;
 
     let mem = config.memory;
-    let pool_cfg = MempoolConfig { count: mem.buffers, ..Default::default() };
+    let pool_cfg = MempoolConfig {
+        count: mem.buffers,
+        data_room: mem.buffer_size as usize,
+        ..Default::default()
+    };
     let pool =
         if mem.hugepages { Mempool::hugepages(pool_cfg) } else { Mempool::small_pages(pool_cfg) }
             .map_err(|source| DaemonError::Memory {

@@ -252,6 +252,11 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
             g.replace("buffers = 2048", "buffers = 10"),
             "memory.buffers: 10 is out of range".into(),
         ),
+        (
+            "buffer size too small for a full frame",
+            g.replace("buffers = 2048", "buffers = 2048\nbuffer_size = 1000"),
+            "memory.buffer_size: 1000 is out of range".into(),
+        ),
         ("invalid TOML", g.replace("[workers]", "[workers"), "line 5, column".into()),
         (
             "control character in a string",
