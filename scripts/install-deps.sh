@@ -106,14 +106,21 @@ if ! mountpoint -q "$hp_dir"; then
   log "mounting hugetlbfs on $hp_dir"
   mount -t hugetlbfs -o pagesize=2M none "$hp_dir"
 fi
-# DPDK files left by killed runs keep their pages reserved: remove those that no
-# process maps or holds open (fuser), and leave the files of running DPDK apps alone.
+# Hugepage files left by killed DPDK runs keep their pages reserved. Remove those of
+# podwire's own harness and demo (prefixes pwpod*/pwsw*/pwdemo*) that no process here
+# uses. Other files are only reported: on a shared kernel their owner may be a
+# process this PID namespace cannot see.
 shopt -s nullglob
 for f in "$hp_dir"/*map_*; do
-  if ! fuser -s "$f" 2>/dev/null; then
-    log "removing stale DPDK hugepage file $f"
-    rm -f "$f"
-  fi
+  case "$(basename "$f")" in
+    pwpod*x*map_* | pwsw*x*map_* | pwdemo*map_*)
+      if ! fuser -s "$f" 2>/dev/null; then
+        log "removing stale hugepage file $f"
+        rm -f "$f"
+      fi
+      ;;
+    *) log "note: hugepage file $f belongs to another DPDK app (delete it if that app is gone)" ;;
+  esac
 done
 shopt -u nullglob
 
@@ -136,9 +143,16 @@ sysctl_conf=/etc/sysctl.d/80-podwire-hugepages.conf
 if [ ! -f "$sysctl_conf" ] || ! grep -qs "^vm.nr_hugepages *= *$got$" "$sysctl_conf"; then
   echo "vm.nr_hugepages = $got" >"$sysctl_conf"
 fi
+# A testpmd switch and pod take 256 pages; podwire a few dozen more. If other apps
+# hold pages, grow the pool so that PODWIRE_HUGEPAGES_FREE (default 512) are free.
+want_free=${PODWIRE_HUGEPAGES_FREE:-512}
 free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
-if [ "$free" -lt 300 ]; then
-  log "warning: only $free hugepages free (another DPDK app running?); a switch and a pod need about 256"
+if [ "$free" -lt "$want_free" ]; then
+  log "only $free hugepages free: growing the pool by $((want_free - free))"
+  echo $((got + want_free - free)) >/proc/sys/vm/nr_hugepages || true
+  got=$(cat /proc/sys/vm/nr_hugepages)
+  free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+  [ "$free" -ge 256 ] || die "only $free hugepages free; the peer tests need at least 256"
 fi
 
 # ---------------------------------------------------------------- runtime dirs
