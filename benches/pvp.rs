@@ -1,0 +1,534 @@
+//! Side-by-side PVP loopback: podwire vs DPDK's `net_vhost` (testpmd, io forwarding)
+//! as the vhost-user switch, same testpmd pod, same two cores, in one invocation.
+//!
+//! For each case and run, the two switches go back to back (the order alternates
+//! between runs): the switch on core 0 with two vhost-user server sockets
+//! cross-connected, the pod (testpmd, two `net_virtio_user` ports, io forwarding) on
+//! core 1, `start tx_first 32`, a warm-up, then the switch's received packets (both
+//! directions) are counted over a window. Prints Mpps min/median/max per switch and
+//! the min/median/max of the podwire/DPDK ratio of back-to-back pairs (the machine
+//! drifts between fast and slow states; only pairs taken back to back compare), plus
+//! the hugepage memory each switch holds.
+//!
+//! `cargo bench --bench pvp -- --help` for the flags. Needs root, hugepages and
+//! `dpdk-testpmd` (scripts/install-deps.sh).
+
+#[path = "../tests/common/testpmd.rs"]
+mod testpmd;
+
+use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+use testpmd::{Pod, PodConfig, ReferenceSwitch, SwitchConfig};
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "\
+usage: cargo bench --bench pvp -- [options] [CASE-FILTER]
+
+Side-by-side PVP loopback throughput: podwire vs DPDK testpmd net_vhost.
+
+options:
+  --cases LIST       comma-separated cases (default: all):
+                       64-split-mrg1  64-byte frames, split ring, mrg_rxbuf=1
+                       64-split-mrg0  64-byte frames, split ring, mrg_rxbuf=0
+                       64-packed      64-byte frames, packed ring
+                       1500-split     1500-byte frames, split ring
+  --runs N           runs per case and switch (default 3)
+  --duration SECS    measurement window (default 5)
+  --warmup SECS      warm-up after start tx_first (default 2)
+  --only WHICH       dpdk | podwire | both (default both)
+  --podwire PATH     podwire binary (default: the one cargo built, target/release/podwire)
+  --switch-cpu N     core of the switch (default 0)
+  --pod-cpu N        core of the pod (default 1)
+  -h, --help         this text
+
+A positional CASE-FILTER runs only the cases whose name contains it (a filter that
+matches none, e.g. one meant for another bench, runs nothing).";
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Which {
+    Podwire = 0,
+    Dpdk = 1,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Dpdk => "DPDK",
+            Which::Podwire => "podwire",
+        }
+    }
+}
+
+struct Case {
+    name: &'static str,
+    what: &'static str,
+    frame: u32,
+    packed: bool,
+    mrg_rxbuf: bool,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "64-split-mrg1",
+        what: "64 B split mrg_rxbuf=1",
+        frame: 64,
+        packed: false,
+        mrg_rxbuf: true,
+    },
+    Case {
+        name: "64-split-mrg0",
+        what: "64 B split mrg_rxbuf=0",
+        frame: 64,
+        packed: false,
+        mrg_rxbuf: false,
+    },
+    Case { name: "64-packed", what: "64 B packed", frame: 64, packed: true, mrg_rxbuf: true },
+    Case {
+        name: "1500-split",
+        what: "1500 B split mrg_rxbuf=1",
+        frame: 1500,
+        packed: false,
+        mrg_rxbuf: true,
+    },
+];
+
+struct Opts {
+    cases: Vec<&'static Case>,
+    runs: usize,
+    duration: Duration,
+    warmup: Duration,
+    switches: Vec<Which>,
+    podwire: PathBuf,
+    switch_cpu: usize,
+    pod_cpu: usize,
+}
+
+fn parse_args() -> Result<Option<Opts>, String> {
+    let mut o = Opts {
+        cases: CASES.iter().collect(),
+        runs: 3,
+        duration: Duration::from_secs(5),
+        warmup: Duration::from_secs(2),
+        switches: vec![Which::Podwire, Which::Dpdk],
+        podwire: PathBuf::from(env!("CARGO_BIN_EXE_podwire")),
+        switch_cpu: 0,
+        pod_cpu: 1,
+    };
+    let mut filter: Option<String> = None;
+    let mut args = std::env::args().skip(1);
+    let secs = |v: String| -> Result<Duration, String> {
+        v.parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("bad number of seconds: {v}"))
+    };
+    while let Some(a) = args.next() {
+        let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match a.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            // cargo bench passes --bench to every bench binary.
+            "--bench" => {}
+            "--cases" => {
+                let v = val("--cases")?;
+                let mut cs = Vec::new();
+                for n in v.split(',').filter(|n| !n.is_empty()) {
+                    let c = CASES
+                        .iter()
+                        .find(|c| c.name == n)
+                        .ok_or_else(|| format!("unknown case {n} (see --help)"))?;
+                    cs.push(c);
+                }
+                o.cases = cs;
+            }
+            "--runs" => {
+                o.runs = val("--runs")?
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or("--runs needs a positive integer")?
+            }
+            "--duration" => o.duration = secs(val("--duration")?)?,
+            "--warmup" => o.warmup = secs(val("--warmup")?)?,
+            "--only" => {
+                o.switches = match val("--only")?.as_str() {
+                    "dpdk" => vec![Which::Dpdk],
+                    "podwire" => vec![Which::Podwire],
+                    "both" => vec![Which::Podwire, Which::Dpdk],
+                    x => return Err(format!("--only takes dpdk, podwire or both, not {x}")),
+                }
+            }
+            "--podwire" => o.podwire = PathBuf::from(val("--podwire")?),
+            "--switch-cpu" => {
+                o.switch_cpu = val("--switch-cpu")?.parse().map_err(|_| "bad --switch-cpu")?
+            }
+            "--pod-cpu" => o.pod_cpu = val("--pod-cpu")?.parse().map_err(|_| "bad --pod-cpu")?,
+            x if x.starts_with('-') => return Err(format!("unknown option {x} (see --help)")),
+            x => filter = Some(x.to_string()),
+        }
+    }
+    if let Some(f) = filter {
+        o.cases.retain(|c| c.name.contains(&f));
+    }
+    Ok(Some(o))
+}
+
+/// podwire as the switch: `podwire run` with a generated config.
+struct PodwireSwitch {
+    child: Child,
+    dir: PathBuf,
+    control: PathBuf,
+    exited: bool,
+}
+
+impl PodwireSwitch {
+    fn start(bin: &Path, dir: &Path, socks: &[PathBuf], cpu: usize) -> BoxResult<Self> {
+        if !bin.is_file() {
+            return Err(format!(
+                "podwire binary {} not found: cargo build --release, or pass --podwire PATH",
+                bin.display()
+            )
+            .into());
+        }
+        let control = dir.join("podwire.sock");
+        let mut cfg = format!(
+            "control_socket = \"{}\"\n[workers]\ncores = [{cpu}]\n[memory]\nbuffers = 16384\nhugepages = true\n",
+            control.display()
+        );
+        for (i, s) in socks.iter().enumerate() {
+            let _ = std::fs::remove_file(s);
+            write!(
+                cfg,
+                "[[ports]]\nname = \"p{i}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nmode = \"server\"\nqueues = 1\n",
+                s.display()
+            )?;
+        }
+        cfg.push_str("[[xconnect]]\nports = [\"p0\", \"p1\"]\n");
+        let cfg_path = dir.join("podwire.toml");
+        std::fs::write(&cfg_path, cfg)?;
+        let log = std::fs::File::create(dir.join("podwire.log"))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // SAFETY: runs between fork and exec and only calls prctl (async-signal-safe).
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        let mut sw = PodwireSwitch { child, dir: dir.to_path_buf(), control, exited: false };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(socks.iter().all(|s| s.exists()) && sw.control.exists()) {
+            if let Ok(Some(st)) = sw.child.try_wait() {
+                sw.exited = true;
+                return Err(format!("podwire exited ({st}) at start:\n{}", sw.log_tail()).into());
+            }
+            if Instant::now() > deadline {
+                return Err(
+                    format!("podwire sockets missing after 20 s:\n{}", sw.log_tail()).into()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(sw)
+    }
+
+    fn log_tail(&self) -> String {
+        let l = std::fs::read_to_string(self.dir.join("podwire.log")).unwrap_or_default();
+        l.lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sum of rx_packets over all ports, from `podwire stats --json`.
+    fn rx_packets_total(&self, bin: &Path) -> BoxResult<u64> {
+        let mut c = Command::new(bin)
+            .args(["stats", "--socket"])
+            .arg(&self.control)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if c.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return Err("podwire stats did not answer within 5 s".into());
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let out = c.wait_with_output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "podwire stats failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+            .into());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let ports = v["ports"].as_array().ok_or("podwire stats --json: no \"ports\" array")?;
+        Ok(ports.iter().filter_map(|p| p["rx_packets"].as_u64()).sum())
+    }
+
+    fn stop(&mut self) -> BoxResult<()> {
+        if self.exited {
+            return Ok(());
+        }
+        if self.child.try_wait()?.is_none() {
+            // SAFETY: our own child, not yet reaped, so the PID is still ours.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    self.exited = true;
+                    return Err("podwire did not stop within 10 s of SIGTERM".into());
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.exited = true;
+        Ok(())
+    }
+}
+
+impl Drop for PodwireSwitch {
+    fn drop(&mut self) {
+        if !self.exited {
+            let _ = self.stop();
+        }
+    }
+}
+
+enum Switch {
+    Dpdk(ReferenceSwitch),
+    Podwire(PodwireSwitch, PathBuf),
+}
+
+impl Switch {
+    fn start(which: Which, o: &Opts, dir: &Path, socks: &[PathBuf]) -> BoxResult<Switch> {
+        Ok(match which {
+            Which::Dpdk => {
+                Switch::Dpdk(ReferenceSwitch::start(SwitchConfig::new(socks).on_cpu(o.switch_cpu))?)
+            }
+            Which::Podwire => Switch::Podwire(
+                PodwireSwitch::start(&o.podwire, dir, socks, o.switch_cpu)?,
+                o.podwire.clone(),
+            ),
+        })
+    }
+    fn rx_packets_total(&mut self) -> BoxResult<u64> {
+        match self {
+            Switch::Dpdk(s) => Ok(s.rx_packets_total()?),
+            Switch::Podwire(s, bin) => s.rx_packets_total(bin),
+        }
+    }
+    fn pid(&self) -> u32 {
+        match self {
+            Switch::Dpdk(s) => s.pid(),
+            Switch::Podwire(s, _) => s.pid(),
+        }
+    }
+    fn stop(self) -> BoxResult<()> {
+        match self {
+            Switch::Dpdk(s) => Ok(s.quit()?),
+            Switch::Podwire(mut s, _) => s.stop(),
+        }
+    }
+}
+
+struct Sample {
+    mpps: f64,
+    /// Hugepage KiB mapped by the switch, not counting the pod's memory it maps.
+    own_hugepage_kib: u64,
+    /// Drop in HugePages_Free while the switch started (2 MiB pages).
+    hugepages_taken: i64,
+}
+
+fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample> {
+    let socks = [dir.join("a.sock"), dir.join("b.sock")];
+    let free_before = testpmd::hugepages_free() as i64;
+    let mut sw = Switch::start(which, o, dir, &socks)?;
+    let free_after = testpmd::hugepages_free() as i64;
+    let pod_cfg = PodConfig::new(&socks)
+        .on_cpu(o.pod_cpu)
+        .packed_vq(case.packed)
+        .mrg_rxbuf(case.mrg_rxbuf)
+        .txpkts(case.frame);
+    let mut pod = Pod::start(pod_cfg)?;
+    pod.wait_links_up(Duration::from_secs(15))?;
+    pod.start_tx_first(32)?;
+    thread::sleep(o.warmup);
+    let c0 = sw.rx_packets_total()?;
+    let t0 = Instant::now();
+    thread::sleep(o.duration);
+    let c1 = sw.rx_packets_total()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let own = testpmd::hugepage_kib(sw.pid(), &[pod.prefix()]);
+    pod.stop()?;
+    pod.quit()?;
+    sw.stop()?;
+    Ok(Sample {
+        mpps: c1.saturating_sub(c0) as f64 / secs / 1e6,
+        own_hugepage_kib: own,
+        hugepages_taken: free_before - free_after,
+    })
+}
+
+fn min_med_max(v: &[f64]) -> Option<(f64, f64, f64)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    let med = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
+    Some((s[0], med, s[n - 1]))
+}
+
+fn fmt3(v: Option<(f64, f64, f64)>, prec: usize) -> String {
+    match v {
+        Some((a, b, c)) => format!("{a:.prec$} / {b:.prec$} / {c:.prec$}"),
+        None => "-".into(),
+    }
+}
+
+fn main() {
+    let o = match parse_args() {
+        Ok(Some(o)) => o,
+        Ok(None) => return,
+        Err(e) => {
+            eprintln!("pvp: {e}\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if o.cases.is_empty() {
+        println!("pvp: no case matches the filter; nothing to run");
+        return;
+    }
+    if let Err(e) = testpmd::testpmd_path() {
+        eprintln!("pvp: {e}");
+        std::process::exit(1);
+    }
+    let _lock = testpmd::PeerLock::acquire();
+    let dir = std::env::temp_dir().join(format!("pw-pvp-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create work dir");
+    println!(
+        "pvp: switch on cpu {}, pod on cpu {}, {} run(s), warm-up {:?}, window {:?}, switches: {:?}",
+        o.switch_cpu,
+        o.pod_cpu,
+        o.runs,
+        o.warmup,
+        o.duration,
+        o.switches.iter().map(|w| w.name()).collect::<Vec<_>>()
+    );
+    let mut failures = 0;
+    let mut rows = Vec::new();
+    for case in &o.cases {
+        // mpps[run][switch] (None = failed run)
+        let mut mpps: Vec<[Option<f64>; 2]> = vec![[None; 2]; o.runs];
+        let mut mem: [Option<(u64, i64)>; 2] = [None, None];
+        for (run, slot) in mpps.iter_mut().enumerate() {
+            let mut order = o.switches.clone();
+            if run % 2 == 1 {
+                order.reverse();
+            }
+            for which in order {
+                let idx = which as usize;
+                match run_one(which, case, &o, &dir) {
+                    Ok(s) => {
+                        println!(
+                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (switch hugepages: {} MiB own, {} pages taken)",
+                            case.name,
+                            run + 1,
+                            which.name(),
+                            s.mpps,
+                            s.own_hugepage_kib / 1024,
+                            s.hugepages_taken
+                        );
+                        slot[idx] = Some(s.mpps);
+                        mem[idx] = Some((s.own_hugepage_kib, s.hugepages_taken));
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        println!(
+                            "  {:<14} run {} {:<8} FAILED: {e}",
+                            case.name,
+                            run + 1,
+                            which.name()
+                        );
+                    }
+                }
+            }
+        }
+        let ok = |i: usize| mpps.iter().filter_map(|r| r[i]).collect::<Vec<f64>>();
+        let ratios: Vec<f64> = mpps
+            .iter()
+            .filter_map(|r| match (r[Which::Podwire as usize], r[Which::Dpdk as usize]) {
+                (Some(p), Some(d)) if d > 0.0 => Some(p / d),
+                _ => None,
+            })
+            .collect();
+        rows.push((
+            case.what,
+            min_med_max(&ok(Which::Podwire as usize)),
+            min_med_max(&ok(Which::Dpdk as usize)),
+            min_med_max(&ratios),
+            mem,
+        ));
+    }
+    println!();
+    println!(
+        "{:<26} {:>24} {:>24} {:>24}",
+        "case", "podwire Mpps min/med/max", "DPDK Mpps min/med/max", "ratio min/med/max"
+    );
+    for (what, p, d, r, _) in &rows {
+        println!("{what:<26} {:>24} {:>24} {:>24}", fmt3(*p, 2), fmt3(*d, 2), fmt3(*r, 3));
+    }
+    println!();
+    println!("hugepage memory held by the switch (last run; excluding the pod memory it maps):");
+    for (what, _, _, _, mem) in &rows {
+        let f = |m: Option<(u64, i64)>| match m {
+            Some((kib, pages)) => {
+                format!("{} MiB mapped, {} MiB taken from HugePages_Free", kib / 1024, pages * 2)
+            }
+            None => "-".into(),
+        };
+        println!("  {what:<26} podwire: {:<48} DPDK: {}", f(mem[0]), f(mem[1]));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    if failures > 0 {
+        eprintln!("pvp: {failures} run(s) failed");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian bookworm machine: installs the
+# prerequisites (scripts/install-deps.sh), then fmt, clippy, a release build (tests
+# that start the daemon use target/release/podwire), unit tests, integration tests
+# (one at a time: they start testpmd/QEMU peers that busy-poll the two cores and hold
+# hugepages) and doc tests. Runs every step even after a failure and prints a summary;
+# exits non-zero if any step failed. Needs root.
+#
+# Environment: PODWIRE_SKIP_DEPS=1 skips install-deps (for a quick re-run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+logdir=target/test-logs
+start_all=$(date +%s)
+names=()
+results=()
+times=()
+failed=0
+
+step() {
+  local name=$1
+  shift
+  local t0 rc
+  t0=$(date +%s)
+  printf '\n==== %s: %s\n' "$name" "$*"
+  set +e
+  "$@" 2>&1 | tee "$logdir/$name.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  names+=("$name")
+  times+=("$(($(date +%s) - t0))")
+  if [ "$rc" = 0 ]; then
+    results+=(ok)
+  else
+    results+=("FAILED (exit $rc)")
+    failed=1
+  fi
+  return 0
+}
+
+if [ "${PODWIRE_SKIP_DEPS:-0}" != 1 ]; then
+  # Without the peers nothing else means anything: stop here if this fails.
+  ./scripts/install-deps.sh
+fi
+if ! command -v cargo >/dev/null; then
+  echo "test.sh: cargo not found. Install a Rust toolchain >= 1.80 with rustup and put ~/.cargo/bin on PATH." >&2
+  exit 1
+fi
+mkdir -p "$logdir"
+
+step fmt cargo fmt --all -- --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step build-release cargo build --release --workspace
+step unit-tests cargo test --workspace --lib --bins
+step integration-tests cargo test --workspace --test '*' -- --test-threads=1
+step doc-tests cargo test --workspace --doc
+
+# Count test results over the test steps.
+passed=0
+tfailed=0
+ignored=0
+for f in "$logdir"/unit-tests.log "$logdir"/integration-tests.log "$logdir"/doc-tests.log; do
+  [ -f "$f" ] || continue
+  while read -r p fl ig; do
+    passed=$((passed + p))
+    tfailed=$((tfailed + fl))
+    ignored=$((ignored + ig))
+  done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' "$f")
+done
+
+# testpmd instances started by the harness use prefixes pwpod<pid>x<n>/pwsw<pid>x<n>:
+# none of their hugepage files may survive the suite.
+leftovers=$(find /dev/hugepages -maxdepth 1 -name 'pw*x*map_*' 2>/dev/null | wc -l)
+
+printf '\n==== summary (logs in %s)\n' "$logdir"
+for i in "${!names[@]}"; do
+  printf '  %-18s %-16s %4ss\n' "${names[$i]}" "${results[$i]}" "${times[$i]}"
+done
+printf '  tests: %d passed, %d failed, %d ignored\n' "$passed" "$tfailed" "$ignored"
+printf '  leftover DPDK hugepage files from the harness: %d\n' "$leftovers"
+printf '  wall time: %ss\n' "$(($(date +%s) - start_all))"
+if [ "$leftovers" != 0 ]; then
+  failed=1
+fi
+if [ "$failed" != 0 ]; then
+  echo "RESULT: FAILED"
+  exit 1
+fi
+echo "RESULT: OK"

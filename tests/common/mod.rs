@@ -1,0 +1,2 @@
+//! Helpers shared by the integration tests (`mod common;`).
+pub mod testpmd;
