@@ -1,2 +1,3 @@
 //! Helpers shared by the integration tests (`mod common;`).
+pub mod daemon;
 pub mod testpmd;

@@ -541,6 +541,17 @@ impl Testpmd {
         Ok(())
     }
 
+    /// SIGKILL at once, by PID (a crashing pod), then removes the files.
+    pub fn sigkill(&mut self) {
+        self.stdin = None;
+        if !self.exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.exited = true;
+        }
+        self.cleanup_files();
+    }
+
     /// SIGTERM, then SIGKILL after 5 s, by PID; then removes the files.
     pub fn kill(&mut self) {
         self.stdin = None;
@@ -927,6 +938,10 @@ impl Pod {
     }
     pub fn quit(self) -> Result<()> {
         self.tp.quit()
+    }
+    /// Kills the pod with SIGKILL, as a crash would.
+    pub fn sigkill(mut self) {
+        self.tp.sigkill()
     }
 }
 
