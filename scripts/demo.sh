@@ -18,6 +18,10 @@ die() {
   exit 1
 }
 [ "$(id -u)" = 0 ] || die "must run as root (hugepages)"
+# A fresh machine needs the peers and hugepages first (fast no-op when present).
+if [ "${PODWIRE_SKIP_DEPS:-0}" != 1 ]; then
+  ./scripts/install-deps.sh
+fi
 command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd not found: run scripts/install-deps.sh (apt-get install dpdk)"
 if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"

@@ -99,7 +99,7 @@ qemu_ok || die "qemu-system-x86_64 >= 10 missing after installing it from bookwo
 [ -x /usr/lib/cni/host-local ] || die "/usr/lib/cni/host-local missing (containernetworking-plugins)"
 
 # ---------------------------------------------------------------- hugepages
-want=${PODWIRE_HUGEPAGES:-1024}
+want=${PODWIRE_HUGEPAGES:-2048}
 hp_dir=/dev/hugepages
 mkdir -p "$hp_dir"
 if ! mountpoint -q "$hp_dir"; then
