@@ -176,20 +176,33 @@ fn total_rx(pod: &mut Pod) -> u64 {
 /// restarted pod, and a second pod on other ports never stops forwarding.
 #[test]
 fn pod_killed_and_restarted_while_another_keeps_forwarding() {
+    kill_and_restart("server");
+}
+
+/// The same with podwire as the vhost-user client: it reconnects to the restarted
+/// pod's socket by itself.
+#[test]
+fn podwire_as_client_reconnects_to_a_restarted_pod() {
+    kill_and_restart("client");
+}
+
+fn kill_and_restart(mode: &str) {
     testpmd::require_testpmd();
     let _lock = PeerLock::acquire();
-    let dir = test_dir("kill");
+    let dir = test_dir(&format!("kill-{mode}"));
     let s: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("s{i}.sock"))).collect();
     let socks: Vec<&Path> = s.iter().map(PathBuf::as_path).collect();
-    let mut daemon = Daemon::start(&dir, &xconnect_config(&socks, "server", 1, ""), &socks);
+    let server = mode == "server";
+    let wait_for: &[&Path] = if server { &socks } else { &[] };
+    let mut daemon = Daemon::start(&dir, &xconnect_config(&socks, mode, 1, ""), wait_for);
+    let pod_cfg = |socks: &[&Path]| PodConfig::new(socks).on_cpu(POD_CPU).server(!server);
 
-    // The steady pod, on ports p2/p3; 512 MiB of hugepages each is plenty.
-    let mut steady = Pod::start(PodConfig::new(&socks[2..]).on_cpu(POD_CPU)).expect("steady pod");
+    let mut steady = Pod::start(pod_cfg(&socks[2..])).expect("steady pod");
     steady.wait_links_up(Duration::from_secs(20)).expect("steady links");
     steady.start_tx_first(8).expect("steady start");
 
     let start_victim = || {
-        let mut p = Pod::start(PodConfig::new(&socks[..2]).on_cpu(POD_CPU)).expect("victim pod");
+        let mut p = Pod::start(pod_cfg(&socks[..2])).expect("victim pod");
         p.wait_links_up(Duration::from_secs(20)).expect("victim links");
         p.start_tx_first(8).expect("victim start");
         p
