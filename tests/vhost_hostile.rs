@@ -598,6 +598,73 @@ fn protocol_cases(cx: &mut Ctx) {
     });
 }
 
+/// An eventfd; `blocking`: without EFD_NONBLOCK, as a hostile frontend may make it.
+fn eventfd(blocking: bool) -> OwnedFd {
+    let flags = libc::EFD_CLOEXEC | if blocking { 0 } else { libc::EFD_NONBLOCK };
+    // SAFETY: plain syscall; the result is checked.
+    let e = unsafe { libc::eventfd(0, flags) };
+    assert!(e >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    // SAFETY: fresh fd, ours.
+    unsafe { OwnedFd::from_raw_fd(e) }
+}
+
+/// Interrupt (call) fds a frontend could use to stall the worker, which writes to
+/// them on the datapath.
+fn call_fd_cases(cx: &mut Ctx) {
+    // A blocking eventfd whose counter the frontend itself pushed to the maximum:
+    // one more write() blocks until someone reads it, and nobody will.
+    {
+        let mut h = Frontend::connect(&cx.a(), Options::default());
+        let e = eventfd(true);
+        let max = (u64::MAX - 1).to_le_bytes();
+        // SAFETY: writing 8 bytes from a live array to our own eventfd.
+        let n = unsafe { libc::write(e.as_raw_fd(), max.as_ptr().cast(), 8) };
+        assert_eq!(n, 8);
+        let before = cx.bg.delivered();
+        // The ring restarts with the new call fd; interrupts are wanted (avail flags 0).
+        h.set(req::SET_VRING_CALL, &(RX as u64).to_le_bytes(), &[e.as_raw_fd()]);
+        for _ in 0..5 {
+            cx.packet_from_b();
+        }
+        let start = Instant::now();
+        let mut got = 0;
+        while got < 5 {
+            if h.recv().is_some() {
+                got += 1;
+                continue;
+            }
+            assert!(
+                start.elapsed() < WAIT,
+                "a received {got} of 5 packets with a saturated call eventfd"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        cx.bg.wait_progress(20, "a saturated blocking call eventfd");
+        assert!(cx.bg.delivered() > before);
+        cx.daemon.assert_alive();
+        eprintln!("case \"saturated blocking call eventfd\": a and c <-> d kept going");
+    }
+    // Call fds that are not eventfds are refused: a pipe nobody reads would block
+    // the worker once full; a memfd is simply not an interrupt.
+    let mut pipe = [0i32; 2];
+    // SAFETY: pipe2 fills the two-int array we pass; the result is checked.
+    assert_eq!(unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds are fresh and ours.
+    let (pipe_r, pipe_w) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let mem = memfd(4096);
+    for (what, fd) in [("the write end of a pipe", &pipe_w), ("a memfd", &mem)] {
+        cx.case(&format!("call fd is {what}"), Kind::Protocol, |cx| {
+            let h = cx.hostile();
+            let m = encode(req::SET_VRING_CALL, FLAG_VERSION, &(RX as u64).to_le_bytes());
+            let _ = send_raw(&h.sock, &m, &[fd.as_raw_fd()]);
+            let Frontend { sock, .. } = h;
+            sock
+        });
+    }
+    drop(pipe_r);
+}
+
 fn start(tag: &str) -> Ctx {
     let dir = TempDir::new(tag);
     let daemon = Daemon::start(dir.path(), &["a", "b", "c", "d"], &[["a", "b"], ["c", "d"]]);
@@ -645,6 +712,7 @@ fn finish(mut cx: Ctx) {
 #[test]
 fn hostile_frontend_cannot_hurt_the_daemon_or_other_ports() {
     let mut cx = start("hostile");
+    call_fd_cases(&mut cx);
     ring_cases(&mut cx);
     protocol_cases(&mut cx);
     finish(cx);
