@@ -164,7 +164,9 @@ impl Daemon {
 
     /// Counters of port `name`.
     pub fn stats(&self, name: &str) -> Stats {
-        let all = self.try_stats().expect("podwire stats failed");
+        let all = self.try_stats().unwrap_or_else(|| {
+            panic!("podwire stats failed (did the daemon die?); log:\n{}", self.log_text())
+        });
         all.get(name).unwrap_or_else(|| panic!("no port {name} in {all:?}")).clone()
     }
 
