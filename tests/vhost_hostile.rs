@@ -130,18 +130,19 @@ enum Kind {
 }
 
 struct Ctx {
-    dir: PathBuf,
     daemon: Daemon,
     /// Well-behaved frontend on b (a's peer), to send packets into a's rx ring.
     b: Frontend,
     b_sent: u32,
     bg: Background,
     cases: usize,
+    /// Last, so it is removed after the daemon stopped, even when the test fails.
+    dir: TempDir,
 }
 
 impl Ctx {
     fn a(&self) -> PathBuf {
-        socket(&self.dir, "a")
+        socket(self.dir.path(), "a")
     }
 
     /// A well set-up hostile connection to `a`, rx buffers not posted.
@@ -669,13 +670,12 @@ fn start(tag: &str) -> Ctx {
     let dir = TempDir::new(tag);
     let daemon = Daemon::start(dir.path(), &["a", "b", "c", "d"], &[["a", "b"], ["c", "d"]]);
     let path = dir.path().to_path_buf();
-    std::mem::forget(dir); // removed at the end of the test
     let c = Frontend::connect(&socket(&path, "c"), Options::default());
     let d = Frontend::connect(&socket(&path, "d"), Options::default());
     let b = Frontend::connect(&socket(&path, "b"), Options::default());
     let bg = Background::start(c, d);
     bg.wait_progress(100, "start");
-    Ctx { dir: path, daemon, b, b_sent: 0, bg, cases: 0 }
+    Ctx { daemon, b, b_sent: 0, bg, cases: 0, dir }
 }
 
 fn finish(mut cx: Ctx) {
@@ -706,7 +706,6 @@ fn finish(mut cx: Ctx) {
     );
     drop((a, cx.b));
     cx.daemon.stop();
-    let _ = std::fs::remove_dir_all(&cx.dir);
 }
 
 #[test]
