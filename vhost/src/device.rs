@@ -2,7 +2,7 @@
 //! vrings, driven by the frontend's messages on the control thread. Rings that are
 //! complete and enabled are handed to the worker through [`Handoff`].
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -49,6 +49,37 @@ struct Vring {
     call: Option<Arc<OwnedFd>>,
     /// Handed to the worker.
     running: bool,
+}
+
+/// Makes a frontend's call (interrupt) fd safe for the worker to write to.
+///
+/// The worker signals the frontend with a write() on its datapath, so that write must
+/// never block. A hostile frontend could otherwise hand over a pipe nobody reads, or
+/// a blocking eventfd whose counter it pushed to the maximum itself: the first
+/// interrupt then hangs the worker, and with it every port that worker polls (found
+/// by tests/vhost_hostile.rs). So the fd must be an eventfd (what vhost-user
+/// specifies), and it is switched to non-blocking; DPDK and QEMU create theirs
+/// non-blocking already, so nothing changes for them.
+///
+/// Not covered: O_NONBLOCK lives in the open file description the frontend shares, so
+/// a frontend that clears it again afterwards *and* saturates the counter can still
+/// block the worker. Closing that needs the write moved off the worker thread.
+fn checked_call_fd(fd: OwnedFd) -> Result<OwnedFd, ProtocolError> {
+    let raw = fd.as_raw_fd();
+    let target = std::fs::read_link(format!("/proc/self/fd/{raw}"))?;
+    if target.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(ProtocolError::BadVring(format!(
+            "call fd is {} rather than an eventfd",
+            target.display()
+        )));
+    }
+    // SAFETY: fcntl on an fd we own; F_GETFL has no pointer arguments.
+    let flags = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    // SAFETY: as above; F_SETFL takes an int.
+    if flags < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(ProtocolError::Io(std::io::Error::last_os_error()));
+    }
+    Ok(fd)
 }
 
 /// One connection's device state.
@@ -184,6 +215,12 @@ impl Device {
                         )));
                     }
                     let fd = if nofd { None } else { fds.pop() };
+                    // The worker writes to the call fd on its datapath: make sure that
+                    // write can never block (see checked_call_fd).
+                    let fd = match fd {
+                        Some(f) if code == req::SET_VRING_CALL => Some(checked_call_fd(f)?),
+                        other => other,
+                    };
                     let legacy = self.features & feat::VHOST_USER_F_PROTOCOL_FEATURES == 0;
                     let vr = self.vring(i)?;
                     match code {
