@@ -19,7 +19,7 @@ use podwire_vhost::memory::{GuestMemory, RegionDesc};
 use podwire_vhost::proto::VringAddr;
 use podwire_vhost::ring::split::SplitRing;
 use podwire_vhost::ring::RingParams;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap};
 
 const QSIZE: u16 = 256;
