@@ -112,6 +112,11 @@ impl Device {
         }
     }
 
+    /// Whether the frontend shrank its memory under us.
+    pub fn memory_faulted(&self) -> bool {
+        self.mem.as_ref().is_some_and(|m| m.faulted())
+    }
+
     fn hdr_len(&self) -> usize {
         if self.features & (feat::NET_F_MRG_RXBUF | feat::F_VERSION_1) != 0 {
             12

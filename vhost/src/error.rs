@@ -47,6 +47,10 @@ pub enum ProtocolError {
     /// A memory table that cannot be mapped safely.
     #[error("bad memory table: {0}")]
     BadMemoryTable(String),
+    /// The worker found a ring that breaks the virtio rules (already counted on
+    /// the queue's errors).
+    #[error("the frontend broke a ring")]
+    RingBroken,
     /// A vring index, size or address that cannot be used.
     #[error("bad vring: {0}")]
     BadVring(String),

@@ -55,11 +55,18 @@ pub struct Handoff {
     pub broken: AtomicBool,
     /// Whether the first queue pair is being polled (the port's link state).
     pub link: AtomicBool,
+    /// Set once a worker polls the port: from then on the control thread waits for
+    /// every acknowledgement (a loaded machine can delay a worker by many ms).
+    pub attached: AtomicBool,
 }
 
-/// How long the control thread waits for a worker to acknowledge. A polling worker
-/// answers within microseconds; no answer means no worker polls the port.
-const ACK_WAIT: Duration = Duration::from_millis(200);
+/// How long the control thread waits for an acknowledgement while no worker has
+/// polled the port yet (the changes are then applied when one starts).
+const ACK_WAIT_UNATTACHED: Duration = Duration::from_millis(50);
+/// How long it waits for a worker that polls the port. A polling worker answers
+/// within microseconds; this bound only keeps a wedged worker from wedging the
+/// control thread too.
+const ACK_WAIT_ATTACHED: Duration = Duration::from_secs(10);
 
 impl Handoff {
     /// State for `vrings` vrings.
@@ -71,6 +78,7 @@ impl Handoff {
             bases: (0..vrings).map(|_| AtomicU32::new(0)).collect(),
             broken: AtomicBool::new(false),
             link: AtomicBool::new(false),
+            attached: AtomicBool::new(false),
         }
     }
 
@@ -86,8 +94,19 @@ impl Handoff {
             q.extend(changes);
             self.epoch.fetch_add(1, Ordering::AcqRel) + 1
         };
-        let deadline = Instant::now() + ACK_WAIT;
-        while self.acked.load(Ordering::Acquire) < epoch && Instant::now() < deadline {
+        let start = Instant::now();
+        while self.acked.load(Ordering::Acquire) < epoch {
+            let waited = start.elapsed();
+            let attached = self.attached.load(Ordering::Acquire);
+            if (!attached && waited > ACK_WAIT_UNATTACHED) || waited > ACK_WAIT_ATTACHED {
+                if attached {
+                    tracing::error!(
+                        ?waited,
+                        "worker did not take ring changes; going on without it"
+                    );
+                }
+                return;
+            }
             std::thread::sleep(Duration::from_micros(50));
         }
     }

@@ -13,6 +13,7 @@
 pub mod conn;
 pub mod device;
 pub mod error;
+pub mod fault;
 pub mod handoff;
 pub mod memory;
 pub mod port;

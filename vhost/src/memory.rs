@@ -6,8 +6,11 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::error::ProtocolError;
+use crate::fault::{self, FaultGuard};
 
 /// Most regions a `SET_MEM_TABLE` may carry (the vhost-user limit).
 pub const MAX_REGIONS: usize = 8;
@@ -35,12 +38,22 @@ struct Region {
     /// The whole mapping (from offset 0 of the fd), for munmap.
     map_base: NonNull<u8>,
     map_len: usize,
+    /// Keeps a SIGBUS in this mapping from killing the daemon (see [`fault`]).
+    guard: Option<FaultGuard>,
+}
+
+impl std::fmt::Debug for FaultGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FaultGuard")
+    }
 }
 
 /// The frontend's memory mapped into this process. Unmapped on drop.
 #[derive(Debug, Default)]
 pub struct GuestMemory {
     regions: Vec<Region>,
+    /// Raised when the frontend shrank a region's file under us.
+    faulted: Arc<AtomicBool>,
 }
 
 // SAFETY: the mappings are plain shared memory owned by this object; concurrent
@@ -51,7 +64,10 @@ unsafe impl Sync for GuestMemory {}
 
 impl Drop for GuestMemory {
     fn drop(&mut self) {
-        for r in &self.regions {
+        for r in &mut self.regions {
+            // Unregister before unmapping, so the SIGBUS handler never remaps an
+            // address range that is no longer ours.
+            drop(r.guard.take());
             // SAFETY: map_base/map_len are exactly what mmap returned for this region.
             unsafe { libc::munmap(r.map_base.as_ptr().cast(), r.map_len) };
         }
@@ -76,9 +92,14 @@ impl GuestMemory {
                 fds.len()
             )));
         }
-        let mut mem = GuestMemory { regions: Vec::with_capacity(descs.len()) };
+        let mut mem = GuestMemory {
+            regions: Vec::with_capacity(descs.len()),
+            faulted: Arc::new(AtomicBool::new(false)),
+        };
         for (d, fd) in descs.iter().zip(fds) {
-            mem.regions.push(map_region(d, &fd)?);
+            let mut r = map_region(d, &fd)?;
+            r.guard = fault::register(r.map_base.as_ptr() as usize, r.map_len, mem.faulted.clone());
+            mem.regions.push(r);
             // The fd is closed here; the mapping keeps the memory.
         }
         for (i, a) in mem.regions.iter().enumerate() {
@@ -89,6 +110,12 @@ impl GuestMemory {
             }
         }
         Ok(mem)
+    }
+
+    /// Whether the frontend shrank a region's file under us (the region now reads
+    /// as zeros; the frontend must be disconnected).
+    pub fn faulted(&self) -> bool {
+        self.faulted.load(Ordering::Acquire)
     }
 
     /// Number of regions.
@@ -172,7 +199,9 @@ fn map_region(d: &RegionDesc, fd: &OwnedFd) -> Result<Region, ProtocolError> {
             std::ptr::null_mut(),
             map_len as usize,
             libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_POPULATE,
+            // No MAP_POPULATE: the frontend's pages already exist, and populating a
+            // huge sparse file would let a frontend make podwire allocate memory.
+            libc::MAP_SHARED,
             fd.as_raw_fd(),
             0,
         )
@@ -189,6 +218,7 @@ fn map_region(d: &RegionDesc, fd: &OwnedFd) -> Result<Region, ProtocolError> {
         host: unsafe { map_base.add(d.mmap_offset as usize) },
         map_base,
         map_len: map_len as usize,
+        guard: None,
     })
 }
 

@@ -64,6 +64,8 @@ pub struct VhostUserPort {
     control: Option<JoinHandle<()>>,
     socket: PathBuf,
     owns_socket: bool,
+    /// Whether this worker told the control thread it polls the port.
+    attached: bool,
 }
 
 impl VhostUserPort {
@@ -119,6 +121,7 @@ impl VhostUserPort {
             control: Some(control),
             socket: cfg.socket,
             owns_socket: cfg.mode == SocketMode::Server,
+            attached: false,
         })
     }
 
@@ -126,6 +129,10 @@ impl VhostUserPort {
     /// call, only when the epoch moved.
     #[cold]
     fn resync(&mut self) {
+        if !self.attached {
+            self.attached = true;
+            self.handoff.attached.store(true, Ordering::Release);
+        }
         let (changes, epoch) = self.handoff.take();
         for c in changes {
             match c {
@@ -161,6 +168,8 @@ impl VhostUserPort {
 impl Drop for VhostUserPort {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // Nobody polls any more: the control thread must not wait for this side.
+        self.handoff.attached.store(false, Ordering::Release);
         // The control thread waits for this worker side to acknowledge ring changes;
         // we will never poll again, so drop the rings and acknowledge everything.
         for r in &mut self.rings {
@@ -195,7 +204,7 @@ impl Port for VhostUserPort {
 
     #[inline]
     fn rx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>, max: usize) -> usize {
-        if self.handoff.pending(self.seen_epoch) {
+        if !self.attached || self.handoff.pending(self.seen_epoch) {
             self.resync();
         }
         let vring = 2 * queue as usize + 1;
@@ -216,7 +225,7 @@ impl Port for VhostUserPort {
 
     #[inline]
     fn tx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>) -> usize {
-        if self.handoff.pending(self.seen_epoch) {
+        if !self.attached || self.handoff.pending(self.seen_epoch) {
             self.resync();
         }
         let vring = 2 * queue as usize;
@@ -334,7 +343,10 @@ impl Control {
             match self.serve(stream) {
                 Ok(()) => tracing::info!(port = %self.name, "frontend disconnected"),
                 Err(e) => {
-                    self.counters.count_port_error();
+                    // A broken ring was already counted on its queue by the worker.
+                    if !matches!(e, ProtocolError::RingBroken) {
+                        self.counters.count_port_error();
+                    }
                     tracing::warn!(port = %self.name, error = %e, "frontend dropped");
                 }
             }
@@ -375,7 +387,12 @@ impl Control {
                 return Ok(());
             }
             if self.handoff.broken.load(Ordering::Acquire) {
-                return Err(ProtocolError::BadVring("the frontend broke a ring".into()));
+                return Err(ProtocolError::RingBroken);
+            }
+            if dev.memory_faulted() {
+                return Err(ProtocolError::BadMemoryTable(
+                    "the frontend truncated its memory file under podwire".into(),
+                ));
             }
             if !poll_readable(conn.socket().as_raw_fd(), POLL_MS) {
                 continue;
