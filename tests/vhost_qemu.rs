@@ -362,6 +362,7 @@ fn guests_ping_and_transfer_through_podwire() {
             msg += "\n";
         }
         msg += &format!("--- podwire log (last lines) ---\n{}", tail(&log, 60));
+        msg += &format!("\n(all files kept in {})", dir.display());
         panic!("{msg}");
     };
 
