@@ -18,6 +18,8 @@
 #     client: waits for the peer to answer (ARP + first ping), then counts
 #             podwire.pings (default 20) pings, then sends podwire.kib KiB (default
 #             1024, 0 = no transfer) of random data over TCP to the peer's port 5000.
+#             With podwire.reload=1 the client first unloads and reloads virtio_net
+#             (a device reset and restart through the backend) and pings again.
 #     server: receives one TCP stream on port 5000 (if podwire.kib != 0).
 #   Verdict lines: "PODWIRE-RESULT: ok ..." or "PODWIRE-RESULT: FAIL <why>";
 #   progress lines start with "PODWIRE: ".
@@ -144,7 +146,7 @@ irqs() {
 verdict() { irqs; echo "PODWIRE-RESULT: $*" >/dev/console; sync; poweroff -f; sleep 10; }
 fail() { verdict "FAIL $*"; }
 
-ip= peer= role= pings=20 kib=1024
+ip= peer= role= pings=20 kib=1024 reload=0
 for kv in $(cat /proc/cmdline); do
   case $kv in
     podwire.ip=*) ip=${kv#*=} ;;
@@ -152,6 +154,7 @@ for kv in $(cat /proc/cmdline); do
     podwire.role=*) role=${kv#*=} ;;
     podwire.pings=*) pings=${kv#*=} ;;
     podwire.kib=*) kib=${kv#*=} ;;
+    podwire.reload=*) reload=${kv#*=} ;;
   esac
 done
 [ -n "$ip" ] && [ -n "$peer" ] && [ -n "$role" ] || fail "missing podwire.ip/peer/role on the command line"
@@ -198,6 +201,27 @@ client)
   say "ping: $summary"
   loss=$(echo "$summary" | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p')
   [ "$loss" = 0 ] || fail "ping loss ${loss:-?}%: $summary"
+  if [ "$reload" = 1 ]; then
+    # Unbind and rebind the driver: the device is reset (the backend sees its rings
+    # stopped with GET_VRING_BASE and the status cleared) and started again.
+    rmmod virtio_net || fail "rmmod virtio_net"
+    insmod /lib/modules/virtio_net.ko || fail "insmod virtio_net again"
+    n=0
+    while [ ! -e /sys/class/net/eth0 ]; do
+      n=$((n + 1)); [ $n -gt 100 ] && fail "no eth0 after reloading virtio_net"
+      sleep 0.1
+    done
+    ip addr add "$ip" dev eth0 && ip link set eth0 up || fail "eth0 after reload"
+    n=0
+    until ping -c 1 -W 1 "$peer" >/dev/null 2>&1; do
+      n=$((n + 1)); [ $n -ge 20 ] && fail "peer silent after the driver reload (20 tries)"
+    done
+    out=$(ping -c "$pings" -i 0.2 -W 5 "$peer" 2>&1)
+    summary=$(echo "$out" | grep 'packets transmitted')
+    say "ping after driver reload: $summary"
+    loss=$(echo "$summary" | sed -n 's/.* \([0-9.]*\)% packet loss.*/\1/p')
+    [ "$loss" = 0 ] || fail "ping loss ${loss:-?}% after the driver reload: $summary"
+  fi
   if [ "$kib" = 0 ]; then
     verdict "ok client ping $pings sent 0% loss"
   fi

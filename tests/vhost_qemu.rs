@@ -350,7 +350,7 @@ fn guests_ping_and_transfer_through_podwire() {
                 (&kernel, &initrd),
                 &format!(
                     "podwire.ip={net}.{host}/24 podwire.peer={net}.{peer} podwire.role={role} \
-                     podwire.pings={PINGS} podwire.kib={TRANSFER_KIB}"
+                     podwire.pings={PINGS} podwire.kib={TRANSFER_KIB} podwire.reload=1"
                 ),
             ));
         }
@@ -446,6 +446,10 @@ fn guests_ping_and_transfer_through_podwire() {
             assert!(input > 0, "{}: no rx interrupts ({irq_line:?})", g.name);
             println!("{}: {}", g.name, irq_line.trim());
         }
+        // The client reset its device (driver unloaded and loaded again) half way.
+        let again = client.output();
+        let again = again.lines().find(|l| l.contains("ping after driver reload")).unwrap_or("");
+        assert!(again.contains(" 0% packet loss"), "{}: {again:?}", client.name);
         let bytes = (TRANSFER_KIB as u64 * 1024).to_string();
         assert_eq!(field(&sv, "received"), Some(bytes.as_str()), "{} received: {sv}", p.name);
         assert!(cv.contains(&format!("ping {PINGS} sent 0% loss")), "{}: {cv}", p.name);
