@@ -74,7 +74,16 @@ if [ ! -d "$kdir/lib/modules" ] || [ ! -s "$out/vmlinuz" ]; then
   log "apt-get download $pkg"
   # apt drops privileges to _apt for downloads; let it write here.
   chmod 0777 "$dl"
-  (cd "$dl" && apt-get download -q "$pkg" >&2) || die "apt-get download $pkg failed"
+  if ! (cd "$dl" && apt-get download -q "$pkg" >&2); then
+    # Stale package lists name a version the mirror no longer has: refresh once.
+    log "apt-get download failed: apt-get update and retry"
+    apt-get update -q >&2 || true
+    if [ -z "$kpkg_wanted" ]; then
+      pkg=$(apt-cache depends -t bookworm-backports linux-image-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-6\.12[^ ]*-amd64\)$/\1/p' | head -1)
+    fi
+    (cd "$dl" && apt-get download -q "$pkg" >&2) || die "apt-get download $pkg failed"
+  fi
   deb=$(ls "$dl"/*.deb | head -1)
   log "unpacking $(basename "$deb")"
   mkdir -p "$kdir.tmp"

@@ -330,7 +330,11 @@ fn guests_ping_and_transfer_through_podwire() {
     let start = Instant::now();
     while !stats().map(|o| o.status.success()).unwrap_or(false) {
         if let Ok(Some(status)) = daemon.0.try_wait() {
-            panic!("podwire run exited with {status}:\n{}", read_lossy(&log));
+            panic!(
+                "podwire run exited with {status} (hugepages reserved? `sudo \
+                 scripts/install-deps.sh` reserves them):\n{}",
+                read_lossy(&log)
+            );
         }
         assert!(start.elapsed() < Duration::from_secs(30), "podwire never answered on {ctl:?}");
         std::thread::sleep(Duration::from_millis(50));
@@ -470,8 +474,8 @@ fn guests_ping_and_transfer_through_podwire() {
     let num = |p: &serde_json::Value, k: &str| {
         p[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {body}"))
     };
-    // TCP segments of at most 1448 payload bytes (podwire offers no TSO).
-    let data_frames = TRANSFER_KIB as u64 * 1024 / 1448;
+    // TCP segments of at most 1460 payload bytes (podwire offers no TSO).
+    let data_frames = TRANSFER_KIB as u64 * 1024 / 1460;
     for p in &PAIRS {
         let (c, s) = (port(&format!("{}-c", p.name)), port(&format!("{}-s", p.name)));
         println!("{}: {c}\n{}: {s}", p.name, p.name);
