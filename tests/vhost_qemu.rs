@@ -8,7 +8,8 @@
 //! console, which the test compares. A kernel driver negotiates EVENT_IDX and sleeps
 //! until interrupted, so this is the test of podwire's call-eventfd path
 //! (`ring/split.rs` `publish()`, `ring/packed.rs` `notify()`): one pair uses split
-//! rings, the other packed rings.
+//! rings with podwire as the socket server, the other packed rings with podwire as
+//! the client of a listening QEMU.
 //!
 //! Needs root, hugepages, `qemu-system-x86_64` 10.x from bookworm-backports and
 //! busybox-static (all from `scripts/install-deps.sh`), and on the first run
@@ -51,11 +52,14 @@ struct Pair {
     packed: bool,
     /// Third octet of the pair's 10.99.x.0/24 subnet.
     subnet: u8,
+    /// podwire's socket mode: "server" (QEMU connects) or "client" (QEMU listens
+    /// with `server=on` and waits for podwire before it starts the guest).
+    mode: &'static str,
 }
 
 const PAIRS: [Pair; 2] = [
-    Pair { name: "split", device_opts: "", packed: false, subnet: 1 },
-    Pair { name: "packed", device_opts: ",packed=on", packed: true, subnet: 2 },
+    Pair { name: "split", device_opts: "", packed: false, subnet: 1, mode: "server" },
+    Pair { name: "packed", device_opts: ",packed=on", packed: true, subnet: 2, mode: "client" },
 ];
 
 fn temp_dir(tag: &str) -> PathBuf {
@@ -217,7 +221,7 @@ impl Drop for Guest {
 fn start_guest(
     dir: &Path,
     name: &str,
-    socket: &Path,
+    (socket, listen): (&Path, bool),
     mac: &str,
     device_opts: &str,
     (kernel, initrd): (&Path, &Path),
@@ -233,7 +237,11 @@ fn start_guest(
         .args(["-object", "memory-backend-memfd,id=mem,size=512M,share=on"])
         .args(["-numa", "node,memdev=mem"])
         .arg("-chardev")
-        .arg(format!("socket,id=c0,path={}", socket.display()))
+        .arg(format!(
+            "socket,id=c0,path={}{}",
+            socket.display(),
+            if listen { ",server=on" } else { "" }
+        ))
         .args(["-netdev", "vhost-user,id=n0,chardev=c0,queues=1"])
         .arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={mac}{device_opts}"))
@@ -294,10 +302,11 @@ fn guests_ping_and_transfer_through_podwire() {
         for (side, host) in [("c", 1), ("s", 2)] {
             ports += &format!(
                 "[[ports]]\nname = \"{n}-{side}\"\ntype = \"vhost-user\"\nsocket = \"{s}\"\n\
-                 mode = \"server\"\nmac = \"52:54:00:00:{sub:02x}:{host:02x}\"\n",
+                 mode = \"{mode}\"\nmac = \"52:54:00:00:{sub:02x}:{host:02x}\"\n",
                 n = p.name,
                 s = dir.join(format!("{}-{side}.sock", p.name)).display(),
                 sub = p.subnet,
+                mode = p.mode,
             );
         }
         xconnects += &format!("[[xconnect]]\nports = [\"{n}-c\", \"{n}-s\"]\n", n = p.name);
@@ -348,7 +357,7 @@ fn guests_ping_and_transfer_through_podwire() {
             guests.push(start_guest(
                 &dir,
                 &format!("{}-{side}", p.name),
-                &dir.join(format!("{}-{side}.sock", p.name)),
+                (&dir.join(format!("{}-{side}.sock", p.name)), p.mode == "client"),
                 &format!("52:54:00:00:{:02x}:{host:02x}", p.subnet),
                 p.device_opts,
                 (&kernel, &initrd),
