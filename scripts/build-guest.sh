@@ -21,6 +21,8 @@
 #             With podwire.reload=1 the client first unloads and reloads virtio_net
 #             (a device reset and restart through the backend) and pings again.
 #     server: receives one TCP stream on port 5000 (if podwire.kib != 0).
+#   podwire.stay=1: after an ok verdict, do not power off; a client keeps pinging
+#   (5/s) until its QEMU is killed.
 #   Verdict lines: "PODWIRE-RESULT: ok ..." or "PODWIRE-RESULT: FAIL <why>";
 #   progress lines start with "PODWIRE: ".
 set -euo pipefail
@@ -152,10 +154,23 @@ irqs() {
   awk '/virtio0-input/ {i += $2} /virtio0-output/ {o += $2}
        END {printf "PODWIRE: interrupts input %d output %d\n", i, o}' /proc/interrupts >/dev/console
 }
-verdict() { irqs; echo "PODWIRE-RESULT: $*" >/dev/console; sync; poweroff -f; sleep 10; }
+verdict() {
+  irqs
+  echo "PODWIRE-RESULT: $*" >/dev/console
+  sync
+  if [ "$stay" = 1 ] && [ "${1%% *}" = ok ]; then
+    # Keep the link busy until the test kills this guest's QEMU: the backend then
+    # loses a frontend whose rings are running and whose memory it has mapped.
+    [ "$role" = client ] && ping -q -i 0.2 "$peer" >/dev/null 2>&1 &
+    say "staying up"
+    sleep 600
+  fi
+  poweroff -f
+  sleep 10
+}
 fail() { verdict "FAIL $*"; }
 
-ip= peer= role= pings=20 kib=1024 reload=0
+ip= peer= role= pings=20 kib=1024 reload=0 stay=0
 for kv in $(cat /proc/cmdline); do
   case $kv in
     podwire.ip=*) ip=${kv#*=} ;;
@@ -164,6 +179,7 @@ for kv in $(cat /proc/cmdline); do
     podwire.pings=*) pings=${kv#*=} ;;
     podwire.kib=*) kib=${kv#*=} ;;
     podwire.reload=*) reload=${kv#*=} ;;
+    podwire.stay=*) stay=${kv#*=} ;;
   esac
 done
 [ -n "$ip" ] && [ -n "$peer" ] && [ -n "$role" ] || fail "missing podwire.ip/peer/role on the command line"

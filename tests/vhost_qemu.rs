@@ -5,7 +5,8 @@
 //! by `scripts/build-guest.sh` and cached under `target/guest/`). In each pair the
 //! client guest pings the server guest (20 counted pings after a warm-up, 0% loss)
 //! and sends it 1 MiB of random data over TCP; both print the md5 on the serial
-//! console, which the test compares. A kernel driver negotiates EVENT_IDX and sleeps
+//! console, which the test compares. Then the clients' QEMUs are SIGKILLed while they
+//! ping, new clients boot on the same sockets and ping the servers again. A kernel driver negotiates EVENT_IDX and sleeps
 //! until interrupted, so this is the test of podwire's call-eventfd path
 //! (`ring/split.rs` `publish()`, `ring/packed.rs` `notify()`): one pair uses split
 //! rings with podwire as the socket server, the other packed rings with podwire as
@@ -155,16 +156,25 @@ struct Guest {
 }
 
 impl Guest {
-    /// Ends `timeout` and QEMU: both are in the process group led by our child.
-    fn kill(&mut self) {
+    /// Sends `sig` to `timeout` and QEMU: both are in the process group led by our
+    /// child.
+    fn signal(&self, sig: libc::c_int) {
         if self.exited {
             return;
         }
         let pgid = self.child.id() as libc::pid_t;
         // SAFETY: plain kill(2) on the process group of a child we spawned (it leads
-        // the group: `process_group(0)`), and it has not been reaped yet, so the id
-        // cannot have been reused.
-        unsafe { libc::kill(-pgid, libc::SIGTERM) };
+        // the group: `process_group(0)`) and have not reaped yet, so the id cannot
+        // have been reused.
+        unsafe { libc::kill(-pgid, sig) };
+    }
+
+    /// Ends QEMU politely (SIGTERM), then by force.
+    fn kill(&mut self) {
+        if self.exited {
+            return;
+        }
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -173,8 +183,12 @@ impl Guest {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        self.kill_now();
+    }
+
+    /// SIGKILL: QEMU gets no chance to tell the backend anything.
+    fn kill_now(&mut self) {
+        self.signal(libc::SIGKILL);
         let _ = self.child.wait();
         self.exited = true;
     }
@@ -349,85 +363,22 @@ fn guests_ping_and_transfer_through_podwire() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // Server guests first: they only listen, while the clients wait for them.
+    let run = Run { dir: dir.clone(), log: log.clone(), kernel, initrd };
+
+    // Round 1. Server guests first: they only listen, while the clients wait for them.
+    // Every guest stays up after its verdict (the clients keep pinging).
     let mut guests: Vec<Guest> = Vec::new();
     for p in &PAIRS {
-        for (side, host, peer, role) in [("s", 2, 1, "server"), ("c", 1, 2, "client")] {
-            let net = format!("10.99.{}", p.subnet);
-            guests.push(start_guest(
-                &dir,
-                &format!("{}-{side}", p.name),
-                (&dir.join(format!("{}-{side}.sock", p.name)), p.mode == "client"),
-                &format!("52:54:00:00:{:02x}:{host:02x}", p.subnet),
-                p.device_opts,
-                (&kernel, &initrd),
-                &format!(
-                    "podwire.ip={net}.{host}/24 podwire.peer={net}.{peer} podwire.role={role} \
-                     podwire.pings={PINGS} podwire.kib={TRANSFER_KIB} podwire.reload=1"
-                ),
-            ));
-        }
+        guests.push(run.guest(p, "s", &format!("podwire.kib={TRANSFER_KIB} podwire.stay=1")));
+        guests.push(run.guest(
+            p,
+            "c",
+            &format!("podwire.kib={TRANSFER_KIB} podwire.reload=1 podwire.stay=1"),
+        ));
     }
-    let fail = |guests: &[Guest], why: String| -> ! {
-        let mut msg = format!("{why}\n");
-        for g in guests {
-            msg += &g.describe();
-            msg += "\n";
-        }
-        msg += &format!("--- podwire log (last lines) ---\n{}", tail(&log, 60));
-        msg += &format!("\n(all files kept in {})", dir.display());
-        panic!("{msg}");
-    };
-
-    // Wait for every verdict, bounding the boot and the whole run.
     let start = Instant::now();
-    let mut booted = vec![false; guests.len()];
-    loop {
-        let mut done = 0;
-        let mut problem = None;
-        for (i, g) in guests.iter_mut().enumerate() {
-            booted[i] |= g.output().contains("PODWIRE: eth0 up");
-            match g.verdict() {
-                Some(v) if v.starts_with("FAIL") => problem = Some(format!("{}: {v}", g.name)),
-                Some(_) => done += 1,
-                None => {
-                    if let Some(status) = g.poll_exit() {
-                        problem = Some(format!("{} exited ({status}) without a verdict", g.name));
-                    }
-                }
-            }
-        }
-        if let Some(why) = problem {
-            fail(&guests, why);
-        }
-        if done == guests.len() {
-            break;
-        }
-        if let Ok(Some(status)) = daemon.0.try_wait() {
-            fail(&guests, format!("podwire run exited with {status} while the guests ran"));
-        }
-        if start.elapsed() > BOOT_TIMEOUT {
-            if let Some(i) = booted.iter().position(|b| !b) {
-                let why = format!(
-                    "{} did not bring eth0 up within {BOOT_TIMEOUT:?} (stuck vhost-user \
-                     handshake? see the trace of messages in the podwire log)",
-                    guests[i].name
-                );
-                fail(&guests, why);
-            }
-        }
-        if start.elapsed() > RUN_TIMEOUT {
-            fail(&guests, format!("no verdict from every guest within {RUN_TIMEOUT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let t_guests = start.elapsed();
-
-    // The guests power themselves off after the verdict.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while guests.iter_mut().any(|g| g.poll_exit().is_none()) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    run.wait_for_verdicts(&mut guests, 0, &mut daemon);
+    let t_round1 = start.elapsed();
 
     // Verdicts: both sides ok, same md5, the features that make this test worth it.
     for (k, p) in PAIRS.iter().enumerate() {
@@ -435,29 +386,8 @@ fn guests_ping_and_transfer_through_podwire() {
         let sv = server.verdict().unwrap();
         let cv = client.verdict().unwrap();
         println!("{}: {cv}\n{}: {sv}", client.name, server.name);
-        for (g, v) in [(server, &sv), (client, &cv)] {
-            if !v.starts_with("ok ") {
-                fail(&guests, format!("{} failed: {v}", g.name));
-            }
-            let out = g.output();
-            let bits = guest_features(&out).unwrap_or_default();
-            for (bit, what) in
-                [(F_VERSION_1, "VERSION_1"), (F_MRG_RXBUF, "MRG_RXBUF"), (F_EVENT_IDX, "EVENT_IDX")]
-            {
-                assert!(has_bit(&bits, bit), "{}: guest did not negotiate {what}: {bits}", g.name);
-            }
-            assert_eq!(
-                has_bit(&bits, F_RING_PACKED),
-                p.packed,
-                "{}: RING_PACKED in {bits}",
-                g.name
-            );
-            // The driver sleeps between interrupts: rx works only if podwire's call
-            // eventfd fired.
-            let irq_line = out.lines().find(|l| l.contains("PODWIRE: interrupts")).unwrap_or("");
-            let input: u64 = field(irq_line, "input").and_then(|v| v.parse().ok()).unwrap_or(0);
-            assert!(input > 0, "{}: no rx interrupts ({irq_line:?})", g.name);
-            println!("{}: {}", g.name, irq_line.trim());
+        for g in [server, client] {
+            run.check_guest(g, p, &guests);
         }
         // The client reset its device (driver unloaded and loaded again) half way.
         let again = client.output();
@@ -469,6 +399,40 @@ fn guests_ping_and_transfer_through_podwire() {
         assert!(cv.contains(&format!("sent {bytes} bytes")), "{}: {cv}", p.name);
         let (ms, mc) = (field(&sv, "md5"), field(&cv, "md5"));
         assert!(ms.is_some() && ms == mc, "{}: md5 differs: client {mc:?}, server {ms:?}", p.name);
+    }
+
+    // Round 2. SIGKILL the client QEMUs while they ping (rings running, guest memory
+    // mapped by podwire), then boot new clients on the same sockets: podwire must let
+    // go of the dead frontends, take the new ones (in client mode: reconnect to the
+    // new QEMU's socket) and forward to the servers, which never stopped.
+    let start = Instant::now();
+    for k in 0..PAIRS.len() {
+        guests[2 * k + 1].kill_now();
+    }
+    let first_new = guests.len();
+    for p in &PAIRS {
+        let mut g = run.guest(p, "c", "podwire.kib=0");
+        g.name = format!("{}-c-restarted", p.name);
+        guests.push(g);
+    }
+    run.wait_for_verdicts(&mut guests, first_new, &mut daemon);
+    let t_round2 = start.elapsed();
+    for (k, p) in PAIRS.iter().enumerate() {
+        let g = &guests[first_new + k];
+        let v = g.verdict().unwrap();
+        println!("{}: {v}", g.name);
+        run.check_guest(g, p, &guests);
+        assert!(v.contains(&format!("ping {PINGS} sent 0% loss")), "{}: {v}", g.name);
+    }
+    // The new clients power themselves off; then end the servers.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while guests[first_new..].iter_mut().any(|g| g.poll_exit().is_none())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for g in &mut guests {
+        g.kill();
     }
 
     // podwire's own counters: every port forwarded, none counted an error.
@@ -490,8 +454,8 @@ fn guests_ping_and_transfer_through_podwire() {
         println!("{}: {c}\n{}: {s}", p.name, p.name);
         for q in [c, s] {
             assert_eq!(num(q, "errors"), 0, "errors counted on {}: {body}", q["name"]);
-            assert!(num(q, "rx_packets") >= PINGS as u64, "{}: {body}", q["name"]);
-            assert!(num(q, "tx_packets") >= PINGS as u64, "{}: {body}", q["name"]);
+            assert!(num(q, "rx_packets") >= 2 * PINGS as u64, "{}: {body}", q["name"]);
+            assert!(num(q, "tx_packets") >= 2 * PINGS as u64, "{}: {body}", q["name"]);
         }
         // The client's data went in through its port and out through the server's.
         assert!(num(c, "rx_packets") >= PINGS as u64 + data_frames, "{body}");
@@ -500,10 +464,26 @@ fn guests_ping_and_transfer_through_podwire() {
         assert!(num(s, "tx_bytes") >= TRANSFER_KIB as u64 * 1024, "{body}");
     }
 
-    // The frontends left; the daemon is still healthy and stops cleanly.
-    for g in &mut guests {
-        g.kill();
+    // Every frontend left: podwire must have unmapped all guest memory (QEMU's RAM
+    // shows in /proc/PID/maps as a memfd; podwire's own packet memory is
+    // "podwire-dma*").
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let maps = read_lossy(Path::new(&format!("/proc/{}/maps", daemon.0.id())));
+        let guest_maps: Vec<&str> =
+            maps.lines().filter(|l| l.contains("/memfd:") && !l.contains("podwire-dma")).collect();
+        if guest_maps.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "podwire still maps guest memory after every QEMU exited:\n{}",
+            guest_maps.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
+
+    // The daemon is still healthy and stops cleanly.
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe { libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -521,12 +501,131 @@ fn guests_ping_and_transfer_through_podwire() {
         .map(String::from)
         .collect();
     println!(
-        "guest image {:.1} s, guests (boot + {PINGS} pings + {TRANSFER_KIB} KiB TCP, {} pairs \
-         at once) {:.1} s, whole test {:.1} s; podwire warnings: {warnings:?}",
+        "guest image {:.1} s; round 1 ({} pairs at once: boot, {PINGS} pings, driver reload, \
+         {PINGS} pings, {TRANSFER_KIB} KiB TCP) {:.1} s; round 2 (clients SIGKILLed and \
+         rebooted, {PINGS} pings) {:.1} s; whole test {:.1} s; podwire warnings: {warnings:?}",
         t_image.as_secs_f64(),
         PAIRS.len(),
-        t_guests.as_secs_f64(),
+        t_round1.as_secs_f64(),
+        t_round2.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What every guest of one test run shares.
+struct Run {
+    dir: PathBuf,
+    log: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+impl Run {
+    /// Starts the `side` ("c" client or "s" server) guest of pair `p`.
+    fn guest(&self, p: &Pair, side: &str, extra: &str) -> Guest {
+        let (host, peer, role) = if side == "c" { (1, 2, "client") } else { (2, 1, "server") };
+        let net = format!("10.99.{}", p.subnet);
+        let name = format!("{}-{side}", p.name);
+        // A restarted guest gets its own serial file.
+        let mut file_name = name.clone();
+        let mut n = 1;
+        while self.dir.join(format!("{file_name}.serial")).exists() {
+            n += 1;
+            file_name = format!("{name}.{n}");
+        }
+        start_guest(
+            &self.dir,
+            &file_name,
+            (&self.dir.join(format!("{name}.sock")), p.mode == "client"),
+            &format!("52:54:00:00:{:02x}:{host:02x}", p.subnet),
+            p.device_opts,
+            (&self.kernel, &self.initrd),
+            &format!(
+                "podwire.ip={net}.{host}/24 podwire.peer={net}.{peer} podwire.role={role} \
+                 podwire.pings={PINGS} {extra}"
+            ),
+        )
+    }
+
+    /// Fails the test with everything needed to see why.
+    fn fail(&self, guests: &[Guest], why: String) -> ! {
+        let mut msg = format!("{why}\n");
+        for g in guests {
+            msg += &g.describe();
+            msg += "\n";
+        }
+        msg += &format!("--- podwire log (last lines) ---\n{}", tail(&self.log, 60));
+        msg += &format!("\n(all files kept in {})", self.dir.display());
+        panic!("{msg}");
+    }
+
+    /// Waits until `guests[from..]` all printed a verdict, bounding the boot and the
+    /// whole run; fails on a FAIL verdict, a QEMU gone without one, or a dead daemon.
+    fn wait_for_verdicts(&self, guests: &mut [Guest], from: usize, daemon: &mut Daemon) {
+        let start = Instant::now();
+        let mut booted = vec![false; guests.len()];
+        loop {
+            let mut done = 0;
+            let mut problem = None;
+            for (i, g) in guests.iter_mut().enumerate().skip(from) {
+                booted[i] |= g.output().contains("PODWIRE: eth0 up");
+                match g.verdict() {
+                    Some(v) if v.starts_with("FAIL") => problem = Some(format!("{}: {v}", g.name)),
+                    Some(_) => done += 1,
+                    None => {
+                        if let Some(status) = g.poll_exit() {
+                            problem =
+                                Some(format!("{} exited ({status}) without a verdict", g.name));
+                        }
+                    }
+                }
+            }
+            if let Some(why) = problem {
+                self.fail(guests, why);
+            }
+            if done == guests.len() - from {
+                return;
+            }
+            if let Ok(Some(status)) = daemon.0.try_wait() {
+                self.fail(guests, format!("podwire run exited with {status} while guests ran"));
+            }
+            if start.elapsed() > BOOT_TIMEOUT {
+                if let Some(i) = (from..guests.len()).find(|&i| !booted[i]) {
+                    let why = format!(
+                        "{} did not bring eth0 up within {BOOT_TIMEOUT:?} (stuck vhost-user \
+                         handshake? see the trace of messages in the podwire log)",
+                        guests[i].name
+                    );
+                    self.fail(guests, why);
+                }
+            }
+            if start.elapsed() > RUN_TIMEOUT {
+                self.fail(guests, format!("no verdict from every guest within {RUN_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// An ok verdict, the features that make this test worth it, and rx interrupts.
+    fn check_guest(&self, g: &Guest, p: &Pair, guests: &[Guest]) {
+        let v = g.verdict().unwrap_or_default();
+        if !v.starts_with("ok ") {
+            self.fail(guests, format!("{} failed: {v}", g.name));
+        }
+        let out = g.output();
+        let bits = guest_features(&out).unwrap_or_default();
+        for (bit, what) in
+            [(F_VERSION_1, "VERSION_1"), (F_MRG_RXBUF, "MRG_RXBUF"), (F_EVENT_IDX, "EVENT_IDX")]
+        {
+            assert!(has_bit(&bits, bit), "{}: guest did not negotiate {what}: {bits}", g.name);
+        }
+        assert_eq!(has_bit(&bits, F_RING_PACKED), p.packed, "{}: RING_PACKED in {bits}", g.name);
+        // The driver sleeps between interrupts: rx works only if podwire's call
+        // eventfd fired.
+        let irq_line = out.lines().find(|l| l.contains("PODWIRE: interrupts")).unwrap_or("");
+        let input: u64 = field(irq_line, "input").and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!(input > 0, "{}: no rx interrupts ({irq_line:?})", g.name);
+        println!("{}: {}", g.name, irq_line.trim());
+    }
 }
