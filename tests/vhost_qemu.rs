@@ -6,7 +6,8 @@
 //! client guest pings the server guest (20 counted pings after a warm-up, 0% loss)
 //! and sends it 1 MiB of random data over TCP; both print the md5 on the serial
 //! console, which the test compares. Then the clients' QEMUs are SIGKILLed while they
-//! ping, new clients boot on the same sockets and ping the servers again. A kernel driver negotiates EVENT_IDX and sleeps
+//! ping, new clients (without EVENT_IDX this time) boot on the same sockets and ping
+//! the servers again. A kernel driver negotiates EVENT_IDX and sleeps
 //! until interrupted, so this is the test of podwire's call-eventfd path
 //! (`ring/split.rs` `publish()`, `ring/packed.rs` `notify()`): one pair uses split
 //! rings with podwire as the socket server, the other packed rings with podwire as
@@ -369,10 +370,11 @@ fn guests_ping_and_transfer_through_podwire() {
     // Every guest stays up after its verdict (the clients keep pinging).
     let mut guests: Vec<Guest> = Vec::new();
     for p in &PAIRS {
-        guests.push(run.guest(p, "s", &format!("podwire.kib={TRANSFER_KIB} podwire.stay=1")));
+        guests.push(run.guest(p, "s", true, &format!("podwire.kib={TRANSFER_KIB} podwire.stay=1")));
         guests.push(run.guest(
             p,
             "c",
+            true,
             &format!("podwire.kib={TRANSFER_KIB} podwire.reload=1 podwire.stay=1"),
         ));
     }
@@ -387,7 +389,7 @@ fn guests_ping_and_transfer_through_podwire() {
         let cv = client.verdict().unwrap();
         println!("{}: {cv}\n{}: {sv}", client.name, server.name);
         for g in [server, client] {
-            run.check_guest(g, p, &guests);
+            run.check_guest(g, p, true, &guests);
         }
         // The client reset its device (driver unloaded and loaded again) half way.
         let again = client.output();
@@ -404,14 +406,16 @@ fn guests_ping_and_transfer_through_podwire() {
     // Round 2. SIGKILL the client QEMUs while they ping (rings running, guest memory
     // mapped by podwire), then boot new clients on the same sockets: podwire must let
     // go of the dead frontends, take the new ones (in client mode: reconnect to the
-    // new QEMU's socket) and forward to the servers, which never stopped.
+    // new QEMU's socket) and forward to the servers, which never stopped. The new
+    // clients run without EVENT_IDX: interrupts then follow the avail-ring flags
+    // (split) or the driver event flags (packed) instead of the event indexes.
     let start = Instant::now();
     for k in 0..PAIRS.len() {
         guests[2 * k + 1].kill_now();
     }
     let first_new = guests.len();
     for p in &PAIRS {
-        let mut g = run.guest(p, "c", "podwire.kib=0");
+        let mut g = run.guest(p, "c", false, "podwire.kib=0");
         g.name = format!("{}-c-restarted", p.name);
         guests.push(g);
     }
@@ -421,7 +425,7 @@ fn guests_ping_and_transfer_through_podwire() {
         let g = &guests[first_new + k];
         let v = g.verdict().unwrap();
         println!("{}: {v}", g.name);
-        run.check_guest(g, p, &guests);
+        run.check_guest(g, p, false, &guests);
         assert!(v.contains(&format!("ping {PINGS} sent 0% loss")), "{}: {v}", g.name);
     }
     // The new clients power themselves off; then end the servers.
@@ -523,7 +527,8 @@ struct Run {
 
 impl Run {
     /// Starts the `side` ("c" client or "s" server) guest of pair `p`.
-    fn guest(&self, p: &Pair, side: &str, extra: &str) -> Guest {
+    /// `event_idx`: false to make QEMU withhold VIRTIO_RING_F_EVENT_IDX from the guest.
+    fn guest(&self, p: &Pair, side: &str, event_idx: bool, extra: &str) -> Guest {
         let (host, peer, role) = if side == "c" { (1, 2, "client") } else { (2, 1, "server") };
         let net = format!("10.99.{}", p.subnet);
         let name = format!("{}-{side}", p.name);
@@ -539,7 +544,7 @@ impl Run {
             &file_name,
             (&self.dir.join(format!("{name}.sock")), p.mode == "client"),
             &format!("52:54:00:00:{:02x}:{host:02x}", p.subnet),
-            p.device_opts,
+            &format!("{}{}", p.device_opts, if event_idx { "" } else { ",event_idx=off" }),
             (&self.kernel, &self.initrd),
             &format!(
                 "podwire.ip={net}.{host}/24 podwire.peer={net}.{peer} podwire.role={role} \
@@ -608,18 +613,17 @@ impl Run {
     }
 
     /// An ok verdict, the features that make this test worth it, and rx interrupts.
-    fn check_guest(&self, g: &Guest, p: &Pair, guests: &[Guest]) {
+    fn check_guest(&self, g: &Guest, p: &Pair, event_idx: bool, guests: &[Guest]) {
         let v = g.verdict().unwrap_or_default();
         if !v.starts_with("ok ") {
             self.fail(guests, format!("{} failed: {v}", g.name));
         }
         let out = g.output();
         let bits = guest_features(&out).unwrap_or_default();
-        for (bit, what) in
-            [(F_VERSION_1, "VERSION_1"), (F_MRG_RXBUF, "MRG_RXBUF"), (F_EVENT_IDX, "EVENT_IDX")]
-        {
+        for (bit, what) in [(F_VERSION_1, "VERSION_1"), (F_MRG_RXBUF, "MRG_RXBUF")] {
             assert!(has_bit(&bits, bit), "{}: guest did not negotiate {what}: {bits}", g.name);
         }
+        assert_eq!(has_bit(&bits, F_EVENT_IDX), event_idx, "{}: EVENT_IDX in {bits}", g.name);
         assert_eq!(has_bit(&bits, F_RING_PACKED), p.packed, "{}: RING_PACKED in {bits}", g.name);
         // The driver sleeps between interrupts: rx works only if podwire's call
         // eventfd fired.
