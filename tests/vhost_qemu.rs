@@ -1,17 +1,23 @@
 //! QEMU 10 guests whose stock Linux virtio_net driver talks through podwire.
 //!
-//! `podwire run` cross-connects vhost-user ports (podwire is the server); each
-//! cross-connect gets two TCG guests (Debian's 6.12 kernel, a busybox initramfs built
-//! by `scripts/build-guest.sh` and cached under `target/guest/`). In each pair the
-//! client guest pings the server guest (20 counted pings after a warm-up, 0% loss)
-//! and sends it 1 MiB of random data over TCP; both print the md5 on the serial
-//! console, which the test compares. Then the clients' QEMUs are SIGKILLed while they
-//! ping, new clients (without EVENT_IDX this time) boot on the same sockets and ping
-//! the servers again. A kernel driver negotiates EVENT_IDX and sleeps
-//! until interrupted, so this is the test of podwire's call-eventfd path
-//! (`ring/split.rs` `publish()`, `ring/packed.rs` `notify()`): one pair uses split
-//! rings with podwire as the socket server, the other packed rings with podwire as
-//! the client of a listening QEMU.
+//! `podwire run` cross-connects two pairs of vhost-user ports; each pair gets two TCG
+//! guests (Debian's 6.12 kernel, a busybox initramfs built by
+//! `scripts/build-guest.sh` and cached under `target/guest/`). The `split` pair uses
+//! split rings with podwire as the socket server; the `packed` pair packed rings with
+//! podwire as the client of a listening QEMU. Verified from inside the guests:
+//!
+//! 1. The client pings the server (20 counted pings after a warm-up, 0% loss),
+//!    unloads and reloads virtio_net (a device reset: podwire sees its rings stopped
+//!    and restarted), pings again, and sends 1 MiB of random data over TCP; both
+//!    print the md5 on the serial console and the test compares them.
+//! 2. The clients' QEMUs are SIGKILLed while they ping; new clients (without
+//!    EVENT_IDX this time) boot on the same sockets and ping the servers again.
+//!
+//! A kernel driver negotiates EVENT_IDX and sleeps until interrupted, so this is the
+//! test of podwire's call-eventfd path (`ring/split.rs` `publish()`,
+//! `ring/packed.rs` `notify()`), with and without event indexes. podwire's counters
+//! (traffic on every port, no errors) and its memory maps (no guest memory left once
+//! every QEMU is gone) are checked at the end.
 //!
 //! Needs root, hugepages, `qemu-system-x86_64` 10.x from bookworm-backports and
 //! busybox-static (all from `scripts/install-deps.sh`), and on the first run
@@ -31,7 +37,7 @@ const INSTALL_HINT: &str = "install it with `sudo scripts/install-deps.sh` (QEMU
 /// A guest that has not configured eth0 by then is stuck (a vhost-user handshake
 /// that never completes leaves QEMU waiting before the guest even starts).
 const BOOT_TIMEOUT: Duration = Duration::from_secs(75);
-/// Everything (boot, pings, transfer, power-off) for all pairs. Takes ~25 s here.
+/// Each round (boot, pings, transfer) for all pairs. Round 1 takes ~20 s here.
 const RUN_TIMEOUT: Duration = Duration::from_secs(150);
 /// Hard bound on each QEMU process, enforced by `timeout(1)` even if this test dies.
 const QEMU_LIFETIME_SECS: u32 = 200;
