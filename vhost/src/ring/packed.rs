@@ -12,6 +12,7 @@ use podwire_driver::mempool::PacketBuf;
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
+use super::copy::{prefetch, prefetch_write};
 use super::{
     need_event, net_hdr, push_buffer, Desc, RingParams, SegList, DESC_F_INDIRECT, DESC_F_NEXT,
     DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -25,6 +26,9 @@ const EVENT_ENABLE: u16 = 0;
 const EVENT_DISABLE: u16 = 1;
 const EVENT_DESC: u16 = 2;
 const MAX_MRG_CHAINS: usize = 64;
+/// Used descriptors one burst may record (32 packets of up to 64 chains each would
+/// need more; the enqueue loop flushes early when it gets close).
+const MAX_SHADOW: usize = 512;
 
 /// A chain found at the head of the ring.
 #[derive(Clone, Copy)]
@@ -51,6 +55,36 @@ pub struct PackedRing {
     used_idx: u16,
     used_wrap: bool,
     segs: SegList,
+    /// Used descriptors of the current burst, written together by `flush_used`.
+    shadow: Vec<UsedEntry>,
+    batch: Batch,
+}
+
+/// Most descriptors one burst call looks at ahead.
+const BATCH: usize = 64;
+
+/// The burst's available descriptors, read ahead: for single-descriptor chains of
+/// the right direction, the translated buffer (prefetched) and buffer id.
+struct Batch {
+    n: usize,
+    ptr: [*mut u8; BATCH],
+    len: [u32; BATCH],
+    id: [u16; BATCH],
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Self { n: 0, ptr: [std::ptr::null_mut(); BATCH], len: [0; BATCH], id: [0; BATCH] }
+    }
+}
+
+/// A used descriptor waiting to be written.
+#[derive(Clone, Copy)]
+struct UsedEntry {
+    at: u16,
+    id: u16,
+    len: u32,
+    flags: u16,
 }
 
 // SAFETY: the raw pointers point into `p.mem`, kept alive by the ring; one owner.
@@ -91,6 +125,8 @@ impl PackedRing {
             used_idx: idx,
             used_wrap: wrap,
             segs: SegList::default(),
+            shadow: Vec::with_capacity(MAX_SHADOW),
+            batch: Batch::default(),
         };
         // Poll mode: ask the frontend not to kick.
         // SAFETY: device_event+2 is inside the checked 4-byte area, 2-aligned.
@@ -174,32 +210,45 @@ impl PackedRing {
         Ok(())
     }
 
-    /// Marks a chain used at the used position. The flags store is a release: the
-    /// frontend sees id and len before it sees the descriptor used.
+    /// Records a chain as used at the used position; [`flush_used`](Self::flush_used)
+    /// writes the batch. Writing used descriptors one at a time, between reads of
+    /// the next available ones, would bounce each ring cache line between the two
+    /// cores for every packet (the frontend polls those very lines).
     #[inline(always)]
-    fn write_used(&mut self, id: u16, len: u32, count: u16, publish_flags: bool) -> (u16, u16) {
-        let at = self.used_idx;
+    fn push_used(&mut self, id: u16, len: u32, count: u16) {
         let flags = if self.used_wrap { F_AVAIL | F_USED } else { 0 };
-        // SAFETY: at < size: inside the checked ring; fields at their natural offsets.
-        unsafe {
-            let e = self.desc.add(at as usize * DESC_LEN);
-            std::ptr::write_volatile(e.add(8) as *mut u32, len);
-            std::ptr::write_volatile(e.add(12) as *mut u16, id);
-            if publish_flags {
-                (*(e.add(14) as *const AtomicU16)).store(flags, Ordering::Release);
-            }
-        }
+        self.shadow.push(UsedEntry { at: self.used_idx, id, len, flags });
         self.used_idx += count;
         if self.used_idx >= self.size {
             self.used_idx -= self.size;
             self.used_wrap = !self.used_wrap;
         }
-        (at, flags)
+    }
+
+    /// Writes the recorded used descriptors: ids and lengths first, then the flags,
+    /// the first descriptor's last, so the frontend sees the batch complete or not
+    /// at all.
+    #[inline]
+    fn flush_used(&mut self) {
+        let Some(first) = self.shadow.first().copied() else { return };
+        for e in &self.shadow {
+            // SAFETY: e.at < size: inside the checked ring; fields at their offsets.
+            unsafe {
+                let d = self.desc.add(e.at as usize * DESC_LEN);
+                std::ptr::write_volatile(d.add(8) as *mut u32, e.len);
+                std::ptr::write_volatile(d.add(12) as *mut u16, e.id);
+            }
+        }
+        for e in &self.shadow[1..] {
+            self.set_flags(e.at, e.flags);
+        }
+        self.set_flags(first.at, first.flags);
+        self.shadow.clear();
     }
 
     #[inline(always)]
     fn set_flags(&self, at: u16, flags: u16) {
-        // SAFETY: at < size, as in write_used.
+        // SAFETY: at < size: the flags field of descriptor `at`, inside the ring.
         unsafe {
             (*(self.desc.add(at as usize * DESC_LEN + 14) as *const AtomicU16))
                 .store(flags, Ordering::Release)
@@ -253,6 +302,67 @@ impl PackedRing {
         }
     }
 
+    /// Reads up to `max` available descriptors ahead (stopping at the first one not
+    /// available), translating and prefetching the buffers of single-descriptor
+    /// chains, so the copies that follow overlap their cache misses.
+    #[inline]
+    fn prepare(&mut self, max: usize, write: bool) -> usize {
+        let want = if write { DESC_F_WRITE } else { 0 };
+        let (mut pos, mut wrap) = (self.avail_idx, self.avail_wrap);
+        // Start fetching the descriptor lines of the whole burst at once (4 per line).
+        for line in 0..max.min(BATCH).div_ceil(4) {
+            let i = (pos as usize + 4 * line) % self.size as usize;
+            prefetch(self.desc.wrapping_add(i * DESC_LEN));
+        }
+        let mut n = 0;
+        while n < max.min(BATCH) && self.is_avail(pos, wrap) {
+            // SAFETY: pos < size: inside the checked ring.
+            let d = unsafe { Desc::read_packed(self.desc.add(pos as usize * DESC_LEN)) };
+            self.batch.ptr[n] = std::ptr::null_mut();
+            if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT | DESC_F_WRITE) == want {
+                if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
+                    let p = p.as_ptr();
+                    if write {
+                        prefetch_write(p);
+                        prefetch_write(p.wrapping_add(64));
+                    } else {
+                        prefetch(p);
+                        prefetch(p.wrapping_add(64));
+                    }
+                    self.batch.ptr[n] = p;
+                    self.batch.len[n] = d.len;
+                    self.batch.id[n] = d.next_or_id;
+                }
+            }
+            n += 1;
+            pos += 1;
+            if pos == self.size {
+                pos = 0;
+                wrap = !wrap;
+            }
+        }
+        self.batch.n = n;
+        n
+    }
+
+    /// The chain at ring position `pos`, `k` descriptors past the burst's start:
+    /// from the prepared batch when it is a single descriptor, else walked.
+    #[inline(always)]
+    fn chain_at(&mut self, k: usize, pos: u16, write: bool) -> Result<Chain, RingError> {
+        if k < self.batch.n && !self.batch.ptr[k].is_null() {
+            self.segs.clear();
+            self.segs.push(self.batch.ptr[k], self.batch.len[k])?;
+            return Ok(Chain { id: self.batch.id[k], count: 1, cap: self.batch.len[k] });
+        }
+        self.collect(pos, write)
+    }
+
+    /// Whether the chain `k` descriptors past the burst's start is available.
+    #[inline(always)]
+    fn avail_at(&self, k: usize, pos: u16, wrap: bool) -> bool {
+        k < self.batch.n || self.is_avail(pos, wrap)
+    }
+
     /// Guest tx: copies up to `max` packets into fresh buffers appended to `out`.
     pub fn dequeue(
         &mut self,
@@ -264,27 +374,20 @@ impl PackedRing {
         if !self.is_avail(self.avail_idx, self.avail_wrap) {
             return Ok(0);
         }
-        // Estimate the burst from the descriptors made available (one per packet in
-        // the common case), so an idle ring does not churn the mempool.
-        let (mut pos, mut wrap, mut est) = (self.avail_idx, self.avail_wrap, 0usize);
-        while est < max && self.is_avail(pos, wrap) {
-            est += 1;
-            pos += 1;
-            if pos == self.size {
-                pos = 0;
-                wrap = !wrap;
-            }
-        }
+        // The burst is estimated from the descriptors made available (one per packet
+        // in the common case), so an idle ring does not churn the mempool.
+        let est = self.prepare(max.min(MAX_SHADOW), false);
         let start = out.len();
         let got = pool.alloc_bulk(out, est);
         let (mut kept, mut bytes, mut bad) = (start, 0usize, 0u64);
         let old_used = self.used_idx;
         let mut moved = 0u16;
+        let mut k = 0usize;
         for _ in 0..got {
-            if !self.is_avail(self.avail_idx, self.avail_wrap) {
+            if !self.avail_at(k, self.avail_idx, self.avail_wrap) {
                 break;
             }
-            let chain = match self.collect(self.avail_idx, false) {
+            let chain = match self.chain_at(k, self.avail_idx, false) {
                 Ok(c) => c,
                 Err(e) => {
                     out.truncate(start);
@@ -301,10 +404,12 @@ impl PackedRing {
                 None => bad += 1,
             }
             self.advance_avail(chain.count);
-            self.write_used(chain.id, 0, chain.count, true);
+            self.push_used(chain.id, 0, chain.count);
             moved = moved.wrapping_add(chain.count);
+            k += chain.count as usize;
         }
         out.truncate(kept);
+        self.flush_used();
         self.notify(old_used, moved);
         if bad > 0 {
             bump(&q.errors, bad);
@@ -325,22 +430,28 @@ impl PackedRing {
         let mut moved = 0u16;
         let (mut taken, mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize, 0u64);
         let mut chains = [(0u16, Chain { id: 0, count: 0, cap: 0 }); MAX_MRG_CHAINS];
+        self.prepare(bufs.len(), true);
+        let mut k = 0usize;
         'packets: for buf in bufs.iter() {
+            if self.shadow.len() + MAX_MRG_CHAINS > MAX_SHADOW {
+                self.flush_used();
+            }
             let data = buf.data();
             let need = hdr_len + data.len();
             // Find the chains this packet needs, without consuming them yet.
             let (mut pos, mut wrap) = (self.avail_idx, self.avail_wrap);
-            let (mut n, mut total) = (0usize, 0usize);
+            let (mut n, mut total, mut kk) = (0usize, 0usize, k);
             while total < need {
                 if n == MAX_MRG_CHAINS || (n == 1 && !self.p.mrg_rxbuf) {
                     dropped += 1;
                     taken += 1;
                     continue 'packets;
                 }
-                if !self.is_avail(pos, wrap) {
+                if !self.avail_at(kk, pos, wrap) {
                     break 'packets; // no room now: leave the rest with the caller
                 }
-                let c = self.collect(pos, true)?;
+                let c = self.chain_at(kk, pos, true)?;
+                kk += c.count as usize;
                 chains[n] = (pos, c);
                 total += c.cap as usize;
                 n += 1;
@@ -352,29 +463,24 @@ impl PackedRing {
             }
             let hdr = net_hdr(hdr_len, n as u16);
             let mut off = 0usize;
-            let mut first = (0u16, 0u16);
-            for (i, &(at, c)) in chains[..n].iter().enumerate() {
+            for &(at, c) in &chains[..n] {
                 if n > 1 {
                     self.collect(at, true)?;
                 }
                 let len = (c.cap as usize).min(need - off);
                 let [a, b] = super::split_range(&hdr[..hdr_len], data, off, len);
                 self.segs.scatter(&[a, b]);
-                let w = self.write_used(c.id, len as u32, c.count, i != 0);
-                if i == 0 {
-                    first = w;
-                }
+                self.push_used(c.id, len as u32, c.count);
                 self.advance_avail(c.count);
                 moved = moved.wrapping_add(c.count);
+                k += c.count as usize;
                 off += len;
             }
-            // The packet's first used descriptor goes last, so the frontend never sees
-            // a num_buffers count ahead of the buffers.
-            self.set_flags(first.0, first.1);
             taken += 1;
             sent += 1;
             bytes += data.len();
         }
+        self.flush_used();
         self.notify(old_used, moved);
         bufs.drain(..taken);
         q.count_tx(sent, bytes);

@@ -12,7 +12,7 @@ use podwire_driver::mempool::PacketBuf;
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::prefetch;
+use super::copy::{prefetch, prefetch_write};
 use super::{
     need_event, net_hdr, push_buffer, Desc, RingParams, SegList, DESC_F_INDIRECT, DESC_F_NEXT,
     DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -302,8 +302,13 @@ impl SplitRing {
             }
             if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
                 let p = p.as_ptr();
-                prefetch(p);
-                prefetch(p.wrapping_add(64));
+                if write {
+                    prefetch_write(p);
+                    prefetch_write(p.wrapping_add(64));
+                } else {
+                    prefetch(p);
+                    prefetch(p.wrapping_add(64));
+                }
                 self.batch.ptr[i] = p;
                 self.batch.len[i] = d.len;
             }
