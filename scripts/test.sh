@@ -56,7 +56,7 @@ step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build-release cargo build --release --workspace
 step unit-tests cargo test --workspace --lib --bins
-step integration-tests cargo test --workspace --test '*' -- --test-threads=1
+step integration-tests cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1
 step doc-tests cargo test --workspace --doc
 
 # Count test results over the test steps.

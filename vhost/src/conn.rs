@@ -60,16 +60,18 @@ impl Connection {
         let mut b = Vec::with_capacity(HDR_LEN + payload.len());
         b.extend_from_slice(&Header::reply(request, payload.len()));
         b.extend_from_slice(payload);
-        self.sock.write_all(&b)?;
-        Ok(())
+        self.sock.write_all(&b).map_err(eof_is_closed)
     }
 }
 
+/// A peer that went away (end of file, connection reset, broken pipe) is a
+/// disconnect, not a protocol error: a killed frontend resets the socket when it had
+/// unread replies.
 fn eof_is_closed(e: std::io::Error) -> ProtocolError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        ProtocolError::Closed
-    } else {
-        ProtocolError::Io(e)
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset, UnexpectedEof};
+    match e.kind() {
+        UnexpectedEof | ConnectionReset | BrokenPipe => ProtocolError::Closed,
+        _ => ProtocolError::Io(e),
     }
 }
 
@@ -96,7 +98,7 @@ fn recv_with_fds(
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(ProtocolError::Io(e));
+            return Err(eof_is_closed(e));
         }
         break n as usize;
     };

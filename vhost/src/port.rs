@@ -404,10 +404,15 @@ impl Control {
             };
             let code = msg.hdr.request;
             tracing::trace!(port = %self.name, request = code, size = msg.hdr.size, "message");
-            dev.handle(msg, &mut conn).map_err(|e| {
-                tracing::debug!(port = %self.name, request = code, error = %e, "bad message");
-                e
-            })?;
+            match dev.handle(msg, &mut conn) {
+                Ok(()) => {}
+                // The frontend went away while we answered: a disconnect.
+                Err(ProtocolError::Closed) => return Ok(()),
+                Err(e) => {
+                    tracing::debug!(port = %self.name, request = code, error = %e, "bad message");
+                    return Err(e);
+                }
+            }
         }
         // `dev` drops here: its rings are stopped before the memory goes away.
     }
