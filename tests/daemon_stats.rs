@@ -77,6 +77,8 @@ type = "vhost-user"
 socket = "{b}"
 mode = "server"
 queues = 2
+socket_perms = "0600"
+socket_group = "daemon"
 [[xconnect]]
 ports = ["a", "b"]
 "#,
@@ -152,6 +154,15 @@ ports = ["a", "b"]
     // What curl sends, and things curl would not send.
     let mode = std::fs::metadata(&ctl).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660);
+    // The vhost-user sockets: 0660 by default, or the mode and group configured
+    // ("daemon" is gid 1 on Debian).
+    use std::os::unix::fs::MetadataExt;
+    let a_meta = std::fs::metadata(&a_sock).expect("port a's socket exists");
+    assert!(a_meta.file_type().is_socket());
+    assert_eq!(a_meta.permissions().mode() & 0o777, 0o660);
+    let b_meta = std::fs::metadata(&b_sock).expect("port b's socket exists");
+    assert_eq!(b_meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(b_meta.gid(), 1, "socket_group applied");
     let health = raw_request(&ctl, b"GET /health HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n");
     assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
     assert!(health.ends_with("{\"status\":\"ok\"}"), "{health}");
