@@ -2,30 +2,15 @@
 //! through its control socket by `podwire stats` and by raw HTTP, then stopped with
 //! SIGTERM.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_podwire");
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("podwire-d-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-fn stats(socket: &Path, json: bool) -> Output {
-    let mut c = Command::new(BIN);
-    c.arg("stats").arg("--socket").arg(socket);
-    if json {
-        c.arg("--json");
-    }
-    c.output().expect("run podwire stats")
-}
+use common::daemon::{control_socket, stats_command as stats, Daemon, TempDir};
 
 /// Sends raw bytes to the control socket and returns the whole answer.
 fn raw_request(socket: &Path, request: &[u8]) -> String {
@@ -37,30 +22,14 @@ fn raw_request(socket: &Path, request: &[u8]) -> String {
     out
 }
 
-/// Kills the daemon if the test fails half way, so it never outlives the test.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 #[test]
 fn run_serves_stats_and_stops_cleanly_on_sigterm() {
-    let dir = temp_dir("stats");
-    let ctl = dir.join("run").join("podwire.sock");
+    let dir = TempDir::kept_on_failure("stats");
+    let ctl = control_socket(&dir);
     let (a_sock, b_sock) = (dir.join("a.sock"), dir.join("b.sock"));
     let core = podwire::config::allowed_cpus().and_then(|c| c.last().copied()).unwrap_or(0);
-    let config = dir.join("podwire.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"control_socket = "{ctl}"
-log_level = "debug"
+    let config = format!(
+        r#"log_level = "debug"
 [memory]
 buffers = 2048
 hugepages = false
@@ -82,12 +51,9 @@ socket_group = "daemon"
 [[xconnect]]
 ports = ["a", "b"]
 "#,
-            ctl = ctl.display(),
-            a = a_sock.display(),
-            b = b_sock.display()
-        ),
-    )
-    .unwrap();
+        a = a_sock.display(),
+        b = b_sock.display()
+    );
 
     // Nobody running yet: a clear one-line error.
     let out = stats(&ctl, false);
@@ -97,35 +63,13 @@ ports = ["a", "b"]
     assert_eq!(err.lines().count(), 1, "{err}");
 
     // A stale socket from a killed daemon is replaced.
-    std::fs::create_dir_all(ctl.parent().unwrap()).unwrap();
     drop(UnixListener::bind(&ctl).unwrap());
     assert!(ctl.exists());
 
-    let log = dir.join("podwire.log");
-    let child = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start podwire run");
-    let mut daemon = Daemon(child);
-
-    let start = Instant::now();
-    let body = loop {
-        let out = stats(&ctl, true);
-        if out.status.success() {
-            break String::from_utf8(out.stdout).unwrap();
-        }
-        if let Ok(Some(status)) = daemon.0.try_wait() {
-            panic!("podwire run exited with {status}: {}", std::fs::read_to_string(&log).unwrap());
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "podwire never answered on {ctl:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let daemon = Daemon::start(&dir, &config, &[]);
+    let out = stats(&ctl, true);
+    assert!(out.status.success(), "{out:?}");
+    let body = String::from_utf8(out.stdout).unwrap();
 
     let v: serde_json::Value = serde_json::from_str(&body).expect("stats --json prints JSON");
     let ports = v["ports"].as_array().expect("ports array");
@@ -186,24 +130,10 @@ ports = ["a", "b"]
     let port_sockets: Vec<&PathBuf> =
         [&a_sock, &b_sock].into_iter().filter(|p| p.exists()).collect();
 
-    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-    let rc = unsafe { libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "podwire did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let log_text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.success(), "exit {status}; log:\n{log_text}");
-    assert!(!log_text.contains("panicked"), "{log_text}");
+    let log_text = daemon.stop();
     for want in ["SIGTERM received", "cross-connect a <-> b", "replacing stale control socket"] {
         assert!(log_text.contains(want), "log lacks {want:?}:\n{log_text}");
     }
-    assert!(!ctl.exists(), "control socket removed");
     for p in port_sockets {
         assert!(!p.exists(), "{} removed by its port", p.display());
     }
@@ -213,5 +143,4 @@ ports = ["a", "b"]
             assert!(!m.file_type().is_socket(), "{} left behind", p.display());
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }

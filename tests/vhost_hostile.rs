@@ -16,6 +16,7 @@
 //! At the end a well-behaved frontend attaches to `a` and forwards through it: the
 //! port recovered without a restart; then the daemon stops cleanly on SIGTERM.
 
+mod common;
 mod vhost_frontend;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -26,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vhost_frontend::daemon::{socket, Daemon, TempDir};
+use common::daemon::{socket, Daemon, TempDir};
 use vhost_frontend::{
     connect, encode, make_packet, mem_table_payload, memfd, req, run_flows, send_raw, state,
     vring_addr, wait_closed, Desc, Flow, Frontend, Options, DESC_F_INDIRECT, DESC_F_NEXT,
@@ -161,14 +162,14 @@ impl Ctx {
     /// returns the socket podwire must close.
     fn case(&mut self, name: &str, kind: Kind, attack: impl FnOnce(&mut Ctx) -> UnixStream) {
         self.cases += 1;
-        let before = self.daemon.stats("a");
+        let before = self.daemon.port("a");
         let broke = self.daemon.log_text().matches("frontend broke the ring").count();
-        let cd_before = (self.daemon.stats("c"), self.daemon.stats("d"));
+        let cd_before = (self.daemon.port("c"), self.daemon.port("d"));
         let sock = attack(self);
         if let Err(e) = wait_closed(&sock, WAIT) {
             panic!("case {name:?}: {e}");
         }
-        let after = self.daemon.wait_stats("a", WAIT, &format!("errors up after {name:?}"), |s| {
+        let after = self.daemon.wait_port("a", WAIT, &format!("errors up after {name:?}"), |s| {
             s.errors > before.errors
         });
         self.daemon.assert_alive();
@@ -180,7 +181,7 @@ impl Ctx {
         // c <-> d kept going, and counted it.
         self.bg.wait_progress(20, name);
         for (port, was) in [("c", &cd_before.0), ("d", &cd_before.1)] {
-            let s = self.daemon.wait_stats(port, WAIT, "more packets", |s| {
+            let s = self.daemon.wait_port(port, WAIT, "more packets", |s| {
                 s.rx_packets > was.rx_packets && s.tx_packets > was.tx_packets
             });
             assert_eq!((s.errors, s.rx_drops, s.tx_drops), (0, 0, 0), "{port} after {name:?}");
@@ -668,7 +669,8 @@ fn call_fd_cases(cx: &mut Ctx) {
 
 fn start(tag: &str) -> Ctx {
     let dir = TempDir::new(tag);
-    let daemon = Daemon::start(dir.path(), &["a", "b", "c", "d"], &[["a", "b"], ["c", "d"]]);
+    let daemon =
+        Daemon::start_vhost_servers(dir.path(), &["a", "b", "c", "d"], &[["a", "b"], ["c", "d"]]);
     let path = dir.path().to_path_buf();
     let c = Frontend::connect(&socket(&path, "c"), Options::default());
     let d = Frontend::connect(&socket(&path, "d"), Options::default());
@@ -681,17 +683,17 @@ fn start(tag: &str) -> Ctx {
 fn finish(mut cx: Ctx) {
     // a recovered: a well-behaved frontend forwards through it, no restart needed.
     let mut a = Frontend::connect(&cx.a(), Options::default());
-    cx.daemon.wait_stats("a", WAIT, "link up", |s| s.link == "up");
+    cx.daemon.wait_port("a", WAIT, "link up", |s| s.link == "up");
     let mut flows = [(Flow::new(30, 500), true), (Flow::new(31, 500), false)];
     run_flows(&mut a, &mut cx.b, &mut flows, 32, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("a <-> b after the attacks: {e}"));
-    assert_eq!(cx.daemon.stats("b").errors, 0, "b never saw bad input");
+    assert_eq!(cx.daemon.port("b").errors, 0, "b never saw bad input");
 
     // The c <-> d totals add up exactly: nothing lost or counted twice.
     let [cd, dc] = cx.bg.finish();
     assert!(cd.received > 1000 && dc.received > 1000, "too little traffic: {cd:?} {dc:?}");
-    let c = cx.daemon.stats("c");
-    let d = cx.daemon.stats("d");
+    let c = cx.daemon.port("c");
+    let d = cx.daemon.port("d");
     assert_eq!((c.rx_packets, c.rx_bytes), (cd.sent as u64, cd.bytes), "c rx");
     assert_eq!((d.tx_packets, d.tx_bytes), (cd.sent as u64, cd.bytes), "d tx");
     assert_eq!((d.rx_packets, d.rx_bytes), (dc.sent as u64, dc.bytes), "d rx");
@@ -724,12 +726,12 @@ fn hostile_frontend_cannot_hurt_the_daemon_or_other_ports() {
 #[test]
 fn frontend_truncating_its_memory_does_not_kill_the_daemon() {
     let dir = TempDir::new("sigbus");
-    let mut daemon = Daemon::start(dir.path(), &["a", "b"], &[["a", "b"]]);
+    let mut daemon = Daemon::start_vhost_servers(dir.path(), &["a", "b"], &[["a", "b"]]);
     let h = Frontend::connect(&socket(dir.path(), "a"), Options::default());
     // SAFETY: ftruncate on our own memfd; our mapping of it is not touched again.
     assert_eq!(unsafe { libc::ftruncate(h.mem.fd(), 0) }, 0);
     wait_closed(&h.sock, WAIT).unwrap();
     daemon.assert_alive();
-    daemon.wait_stats("a", WAIT, "errors up", |s| s.errors > 0);
+    daemon.wait_port("a", WAIT, "errors up", |s| s.errors > 0);
     daemon.stop();
 }

@@ -5,11 +5,12 @@
 //! legacy 10-byte headers); the counters `podwire stats` prints must add up; and a
 //! frontend that disconnects and comes back forwards again (link down, then up).
 
+mod common;
 mod vhost_frontend;
 
 use std::time::Duration;
 
-use vhost_frontend::daemon::{socket, Daemon, Stats, TempDir};
+use common::daemon::{socket, Daemon, PortStat, TempDir};
 use vhost_frontend::{run_flows, Flow, Frontend, Options, RX, TX};
 
 /// Packets per direction per phase.
@@ -40,8 +41,10 @@ impl Expected {
 
     /// Waits until both ports' counters are exactly what was sent.
     fn check(&self, d: &Daemon) {
-        let want = |rx: (u64, u64), tx: (u64, u64)| Stats {
+        let want = |name: &str, rx: (u64, u64), tx: (u64, u64)| PortStat {
+            name: name.into(),
             link: "up".into(),
+            queues: 1,
             rx_packets: rx.0,
             rx_bytes: rx.1,
             tx_packets: tx.0,
@@ -49,15 +52,15 @@ impl Expected {
             ..Default::default()
         };
         // a receives (from its guest) what goes a -> b and transmits what goes b -> a.
-        let a = want(self.ab, self.ba);
-        let b = want(self.ba, self.ab);
-        d.wait_stats("a", WAIT, &format!("counters {a:?}"), |s| *s == a);
-        d.wait_stats("b", WAIT, &format!("counters {b:?}"), |s| *s == b);
+        let a = want("a", self.ab, self.ba);
+        let b = want("b", self.ba, self.ab);
+        d.wait_port("a", WAIT, &format!("counters {a:?}"), |s| *s == a);
+        d.wait_port("b", WAIT, &format!("counters {b:?}"), |s| *s == b);
     }
 }
 
 fn wait_link(d: &Daemon, port: &str, state: &str) {
-    d.wait_stats(port, WAIT, &format!("link {state}"), |s| s.link == state);
+    d.wait_port(port, WAIT, &format!("link {state}"), |s| s.link == state);
 }
 
 /// Runs N packets each way and checks every one.
@@ -83,7 +86,7 @@ fn stop_rings(f: &mut Frontend) {
 #[test]
 fn forwarding_is_lossless_intact_and_in_order() {
     let dir = TempDir::new("integrity");
-    let mut d = Daemon::start(dir.path(), &["a", "b"], &[["a", "b"]]);
+    let mut d = Daemon::start_vhost_servers(dir.path(), &["a", "b"], &[["a", "b"]]);
     let (sa, sb) = (socket(dir.path(), "a"), socket(dir.path(), "b"));
     let mut exp = Expected::default();
 
@@ -102,8 +105,8 @@ fn forwarding_is_lossless_intact_and_in_order() {
     // a goes away (without stopping its rings: a crashed pod); b is unaffected.
     drop(a);
     wait_link(&d, "a", "down");
-    assert_eq!(d.stats("b").link, "up");
-    assert!(vhost_frontend::daemon::socket(dir.path(), "a").exists(), "a's socket remains");
+    assert_eq!(d.port("b").link, "up");
+    assert!(socket(dir.path(), "a").exists(), "a's socket remains");
     d.assert_alive();
 
     // Phase 2: a comes back without mergeable buffers (one 2048-byte buffer per

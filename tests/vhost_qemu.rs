@@ -24,12 +24,14 @@
 //! `apt-get download` of the guest kernel. Guest addresses (10.99.x.y) exist only
 //! inside the guests: nothing touches a host interface.
 
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_podwire");
+use common::daemon::{Daemon, TempDir};
 const QEMU: &str = "qemu-system-x86_64";
 const INSTALL_HINT: &str = "install it with `sudo scripts/install-deps.sh` (QEMU 10: \
      `apt-get install -t bookworm-backports qemu-system-x86`)";
@@ -69,13 +71,6 @@ const PAIRS: [Pair; 2] = [
     Pair { name: "split", device_opts: "", packed: false, subnet: 1, mode: "server" },
     Pair { name: "packed", device_opts: ",packed=on", packed: true, subnet: 2, mode: "client" },
 ];
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("podwire-q-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
 
 fn read_lossy(p: &Path) -> String {
     std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
@@ -139,18 +134,6 @@ fn guest_image() -> (PathBuf, PathBuf) {
     }
     println!("guest image ready in {:.1} s ({})", start.elapsed().as_secs_f64(), dir.display());
     (dir.join("vmlinuz"), dir.join("initrd.img"))
-}
-
-/// The daemon; killed if the test fails half way.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// One QEMU process (under `timeout`, in its own process group).
@@ -315,8 +298,7 @@ fn guests_ping_and_transfer_through_podwire() {
     let (kernel, initrd) = guest_image();
     let t_image = t0.elapsed();
 
-    let dir = temp_dir("qemu");
-    let ctl = dir.join("podwire.sock");
+    let dir = TempDir::kept_on_failure("qemu");
     let mut ports = String::new();
     let mut xconnects = String::new();
     for p in &PAIRS {
@@ -332,45 +314,14 @@ fn guests_ping_and_transfer_through_podwire() {
         }
         xconnects += &format!("[[xconnect]]\nports = [\"{n}-c\", \"{n}-s\"]\n", n = p.name);
     }
-    let config = dir.join("podwire.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "control_socket = \"{}\"\n[memory]\nbuffers = 4096\nhugepages = true\n\
-             [workers]\ncores = [0]\n{ports}{xconnects}",
-            ctl.display()
-        ),
-    )
-    .unwrap();
+    // Every vhost-user message at trace level: the log explains a stuck handshake.
+    let config = format!(
+        "log_level = \"info,podwire_vhost=trace\"\n[memory]\nbuffers = 4096\nhugepages = true\n\
+         [workers]\ncores = [0]\n{ports}{xconnects}"
+    );
+    let mut daemon = Daemon::start(&dir, &config, &[]);
 
-    let log = dir.join("podwire.log");
-    let child = Command::new(BIN)
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        // Every vhost-user message at trace level: the log explains a stuck handshake.
-        .env("RUST_LOG", "info,podwire_vhost=trace")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start podwire run");
-    let mut daemon = Daemon(child);
-    let stats = || Command::new(BIN).args(["stats", "--json", "--socket"]).arg(&ctl).output();
-    let start = Instant::now();
-    while !stats().map(|o| o.status.success()).unwrap_or(false) {
-        if let Ok(Some(status)) = daemon.0.try_wait() {
-            panic!(
-                "podwire run exited with {status} (hugepages reserved? `sudo \
-                 scripts/install-deps.sh` reserves them):\n{}",
-                read_lossy(&log)
-            );
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "podwire never answered on {ctl:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
-    let run = Run { dir: dir.clone(), log: log.clone(), kernel, initrd };
+    let run = Run { dir: dir.to_path_buf(), log: daemon.log.clone(), kernel, initrd };
 
     // Round 1. Server guests first: they only listen, while the clients wait for them.
     // Every guest stays up after its verdict (the clients keep pinging).
@@ -446,32 +397,21 @@ fn guests_ping_and_transfer_through_podwire() {
     }
 
     // podwire's own counters: every port forwarded, none counted an error.
-    let out = stats().expect("podwire stats");
-    assert!(out.status.success(), "podwire stats: {}", String::from_utf8_lossy(&out.stderr));
-    let body = String::from_utf8(out.stdout).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&body).expect("stats --json prints JSON");
-    let ports = v["ports"].as_array().expect("ports array");
-    let port = |name: &str| {
-        ports.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}: {body}"))
-    };
-    let num = |p: &serde_json::Value, k: &str| {
-        p[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {body}"))
-    };
     // TCP segments of at most 1460 payload bytes (podwire offers no TSO).
     let data_frames = TRANSFER_KIB as u64 * 1024 / 1460;
     for p in &PAIRS {
-        let (c, s) = (port(&format!("{}-c", p.name)), port(&format!("{}-s", p.name)));
-        println!("{}: {c}\n{}: {s}", p.name, p.name);
-        for q in [c, s] {
-            assert_eq!(num(q, "errors"), 0, "errors counted on {}: {body}", q["name"]);
-            assert!(num(q, "rx_packets") >= 2 * PINGS as u64, "{}: {body}", q["name"]);
-            assert!(num(q, "tx_packets") >= 2 * PINGS as u64, "{}: {body}", q["name"]);
+        let (c, s) = (daemon.port(&format!("{}-c", p.name)), daemon.port(&format!("{}-s", p.name)));
+        println!("{}: {c:?}\n{}: {s:?}", p.name, p.name);
+        for q in [&c, &s] {
+            assert_eq!(q.errors, 0, "errors counted on {}: {q:?}", q.name);
+            assert!(q.rx_packets >= 2 * PINGS as u64, "{q:?}");
+            assert!(q.tx_packets >= 2 * PINGS as u64, "{q:?}");
         }
         // The client's data went in through its port and out through the server's.
-        assert!(num(c, "rx_packets") >= PINGS as u64 + data_frames, "{body}");
-        assert!(num(c, "rx_bytes") >= TRANSFER_KIB as u64 * 1024, "{body}");
-        assert!(num(s, "tx_packets") >= PINGS as u64 + data_frames, "{body}");
-        assert!(num(s, "tx_bytes") >= TRANSFER_KIB as u64 * 1024, "{body}");
+        assert!(c.rx_packets >= PINGS as u64 + data_frames, "{c:?}");
+        assert!(c.rx_bytes >= TRANSFER_KIB as u64 * 1024, "{c:?}");
+        assert!(s.tx_packets >= PINGS as u64 + data_frames, "{s:?}");
+        assert!(s.tx_bytes >= TRANSFER_KIB as u64 * 1024, "{s:?}");
     }
 
     // Every frontend left: podwire must have unmapped all guest memory (QEMU's RAM
@@ -479,7 +419,7 @@ fn guests_ping_and_transfer_through_podwire() {
     // "podwire-dma*").
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let maps = read_lossy(Path::new(&format!("/proc/{}/maps", daemon.0.id())));
+        let maps = read_lossy(Path::new(&format!("/proc/{}/maps", daemon.pid())));
         let guest_maps: Vec<&str> =
             maps.lines().filter(|l| l.contains("/memfd:") && !l.contains("podwire-dma")).collect();
         if guest_maps.is_empty() {
@@ -494,18 +434,8 @@ fn guests_ping_and_transfer_through_podwire() {
     }
 
     // The daemon is still healthy and stops cleanly.
-    // SAFETY: kill(2) on a child we spawned and have not reaped.
-    unsafe { libc::kill(daemon.0.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Ok(Some(s)) = daemon.0.try_wait() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "podwire did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "podwire exited with {status}:\n{}", tail(&log, 40));
-    let warnings: Vec<String> = read_lossy(&log)
+    let log = daemon.stop();
+    let warnings: Vec<String> = log
         .lines()
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
         .map(String::from)
@@ -520,7 +450,6 @@ fn guests_ping_and_transfer_through_podwire() {
         t_round2.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What every guest of one test run shares.
@@ -598,7 +527,7 @@ impl Run {
             if done == guests.len() - from {
                 return;
             }
-            if let Ok(Some(status)) = daemon.0.try_wait() {
+            if let Some(status) = daemon.exit_status() {
                 self.fail(guests, format!("podwire run exited with {status} while guests ran"));
             }
             if start.elapsed() > BOOT_TIMEOUT {

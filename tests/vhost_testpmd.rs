@@ -11,7 +11,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::daemon::{test_dir, Daemon};
+use common::daemon::{Daemon, TempDir};
 use common::testpmd::{self, PeerLock, Pod, PodConfig};
 
 /// podwire's worker core; the pod runs on the other one.
@@ -45,7 +45,7 @@ fn pcap_roundtrip(
 ) {
     testpmd::require_testpmd();
     let _lock = PeerLock::acquire();
-    let dir = test_dir(tag);
+    let dir = TempDir::kept_on_failure(tag);
     let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
     let (input, output) = (dir.join("in.pcap"), dir.join("out.pcap"));
     testpmd::write_pcap(&input, frames).expect("write pcap");
@@ -58,8 +58,8 @@ fn pcap_roundtrip(
         tune(PodConfig::pcap_loop(&a, &b, &input, &output).on_cpu(POD_CPU)).server(!server);
     let mut pod = Pod::start(pod_cfg).expect("pod starts");
     pod.wait_links_up(Duration::from_secs(20)).expect("pod links up");
-    daemon.wait_port("p0", Duration::from_secs(10), |p| p.link == "up");
-    daemon.wait_port("p1", Duration::from_secs(10), |p| p.link == "up");
+    daemon.wait_port("p0", Duration::from_secs(10), "link up", |p| p.link == "up");
+    daemon.wait_port("p1", Duration::from_secs(10), "link up", |p| p.link == "up");
     pod.start_fwd().expect("start");
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut stats = pod.port_stats().expect("stats");
@@ -82,7 +82,6 @@ fn pcap_roundtrip(
     assert_eq!((sw.0.rx_packets, sw.0.rx_bytes), (frames.len() as u64, bytes), "p0 rx: {sw:?}");
     assert_eq!((sw.1.tx_packets, sw.1.tx_bytes), (frames.len() as u64, bytes), "p1 tx: {sw:?}");
     assert_eq!(sw.0.errors + sw.1.errors, 0, "errors: {sw:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 const SIZES: &[usize] = &[60, 64, 65, 128, 511, 1000, 1500, 1514];
@@ -145,7 +144,7 @@ fn rx_queue_packets(pod: &mut Pod, port: u16, queue: u16) -> u64 {
 fn two_queue_pairs_both_carry_traffic() {
     testpmd::require_testpmd();
     let _lock = PeerLock::acquire();
-    let dir = test_dir("mq");
+    let dir = TempDir::kept_on_failure("mq");
     let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
     let daemon = Daemon::start(&dir, &xconnect_config(&[&a, &b], "server", 2, ""), &[&a, &b]);
     let mut pod = Pod::start(PodConfig::new(&[&a, &b]).queues(2).on_cpu(POD_CPU)).expect("pod");
@@ -168,7 +167,6 @@ fn two_queue_pairs_both_carry_traffic() {
         assert!(p.rx_packets > 10_000 && p.tx_packets > 10_000, "{p:?}");
         assert_eq!(p.errors, 0, "{p:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn total_rx(pod: &mut Pod) -> u64 {
@@ -192,7 +190,7 @@ fn podwire_as_client_reconnects_to_a_restarted_pod() {
 fn kill_and_restart(mode: &str) {
     testpmd::require_testpmd();
     let _lock = PeerLock::acquire();
-    let dir = test_dir(&format!("kill-{mode}"));
+    let dir = TempDir::kept_on_failure(&format!("kill-{mode}"));
     let s: Vec<PathBuf> = (0..4).map(|i| dir.join(format!("s{i}.sock"))).collect();
     let socks: Vec<&Path> = s.iter().map(PathBuf::as_path).collect();
     let server = mode == "server";
@@ -216,14 +214,14 @@ fn kill_and_restart(mode: &str) {
 
     let steady_before = total_rx(&mut steady);
     victim.sigkill();
-    daemon.wait_port("p0", Duration::from_secs(10), |p| p.link == "down");
+    daemon.wait_port("p0", Duration::from_secs(10), "link down", |p| p.link == "down");
     std::thread::sleep(Duration::from_millis(300));
     let steady_mid = total_rx(&mut steady);
     assert!(steady_mid > steady_before, "steady pod stopped when the other was killed");
     assert!(daemon.alive(), "podwire died with the pod");
 
     let mut victim = start_victim();
-    daemon.wait_port("p0", Duration::from_secs(10), |p| p.link == "up");
+    daemon.wait_port("p0", Duration::from_secs(10), "link up", |p| p.link == "up");
     std::thread::sleep(Duration::from_millis(700));
     let victim_rx = total_rx(&mut victim);
     let steady_after = total_rx(&mut steady);
@@ -240,5 +238,4 @@ fn kill_and_restart(mode: &str) {
     for p in &sw {
         assert_eq!(p.errors, 0, "a killed frontend is not a protocol error: {p:?}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

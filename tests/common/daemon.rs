@@ -1,14 +1,88 @@
 //! Runs `podwire run` as a process for integration tests: writes the config, waits
 //! for the control socket, reads `podwire stats --json`, and stops it with SIGTERM
-//! (checking a clean exit). The daemon is killed if a test fails half way.
+//! (checking a clean exit). A test that fails half way prints the daemon's log and
+//! stops the daemon (SIGTERM, then SIGKILL).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The podwire binary cargo built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_podwire");
+
+/// How long the daemon may take to answer after starting, and to exit after SIGTERM.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A temp directory with a name unique to this process and `tag`.
+pub struct TempDir {
+    path: PathBuf,
+    keep_on_failure: bool,
+}
+
+impl TempDir {
+    /// A directory removed on drop, even when the test fails.
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path =
+            std::env::temp_dir().join(format!("podwire-{tag}-{}-{nanos:08x}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self { path, keep_on_failure: false }
+    }
+
+    /// A directory removed on drop when the test passed, and kept (its path printed)
+    /// for a look at its logs when the test fails.
+    pub fn kept_on_failure(tag: &str) -> Self {
+        let mut d = Self::new(tag);
+        d.keep_on_failure = true;
+        d
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if self.keep_on_failure && std::thread::panicking() {
+            eprintln!("(test files kept in {})", self.path.display());
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// The socket path of port `name` in `dir`.
+pub fn socket(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.sock"))
+}
+
+/// The control socket [`Daemon::start`] configures in `dir`.
+pub fn control_socket(dir: &Path) -> PathBuf {
+    dir.join("ctl.sock")
+}
+
+/// Runs `podwire stats [--json]` against control socket `control`.
+pub fn stats_command(control: &Path, json: bool) -> Output {
+    let mut c = Command::new(BIN);
+    c.arg("stats").arg("--socket").arg(control);
+    if json {
+        c.arg("--json");
+    }
+    c.output().expect("run podwire stats")
+}
 
 /// One port's line of `podwire stats --json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,28 +99,65 @@ pub struct PortStat {
     pub errors: u64,
 }
 
-/// A running `podwire run`.
-pub struct Daemon {
-    child: Option<Child>,
-    pub dir: PathBuf,
-    pub control: PathBuf,
-    log: PathBuf,
+impl PortStat {
+    /// Parses one element of the `ports` array; panics if a field is missing.
+    fn parse(p: &serde_json::Value) -> Self {
+        let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {p}"));
+        let s = |k: &str| p[k].as_str().unwrap_or_else(|| panic!("{k} missing in {p}")).to_owned();
+        PortStat {
+            name: s("name"),
+            link: s("link"),
+            queues: n("queues"),
+            rx_packets: n("rx_packets"),
+            rx_bytes: n("rx_bytes"),
+            tx_packets: n("tx_packets"),
+            tx_bytes: n("tx_bytes"),
+            rx_drops: n("rx_drops"),
+            tx_drops: n("tx_drops"),
+            errors: n("errors"),
+        }
+    }
 }
 
-/// A fresh directory for one test's sockets and config.
-pub fn test_dir(tag: &str) -> PathBuf {
-    let d = PathBuf::from(format!("/tmp/pwt-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("create test dir");
-    d
+/// The config of [`Daemon::start_vhost_servers`]: server-mode vhost-user ports
+/// `ports` (socket [`socket`]`(dir, name)`), cross-connected pairwise as `xconnects`,
+/// one worker on the last core this process may use, no hugepages.
+pub fn vhost_servers_config(dir: &Path, ports: &[&str], xconnects: &[[&str; 2]]) -> String {
+    let core = podwire::config::allowed_cpus().and_then(|c| c.last().copied()).unwrap_or(0);
+    let mut cfg = format!(
+        "log_level = \"info\"\n[workers]\ncores = [{core}]\n\
+         [memory]\nhugepages = false\nbuffers = 4096\n"
+    );
+    for p in ports {
+        cfg += &format!(
+            "[[ports]]\nname = \"{p}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nmode = \"server\"\n",
+            socket(dir, p).display()
+        );
+    }
+    for [a, b] in xconnects {
+        cfg += &format!("[[xconnect]]\nports = [\"{a}\", \"{b}\"]\n");
+    }
+    cfg
+}
+
+/// A running `podwire run`. Dropping it (a failed test) prints its log if the test
+/// is failing, sends SIGTERM and, if that does not stop it within 10 s, SIGKILL;
+/// [`Daemon::stop`] is the checked path.
+pub struct Daemon {
+    child: Option<Child>,
+    /// The control socket.
+    pub control: PathBuf,
+    /// The daemon's stderr.
+    pub log: PathBuf,
 }
 
 impl Daemon {
     /// Starts `podwire run` on `body` (the config without `control_socket`, which is
-    /// put in `dir`), and waits until the control socket answers and every path in
-    /// `sockets` exists.
-    pub fn start(dir: &Path, body: &str, sockets: &[&Path]) -> Daemon {
-        let control = dir.join("ctl.sock");
+    /// [`control_socket`]`(dir)`; the log level is the config's: `RUST_LOG` is not
+    /// passed on), and waits until the control socket answers and every path in
+    /// `sockets` exists. Config and log (`podwire.log`) are written in `dir`.
+    pub fn start(dir: &Path, body: &str, sockets: &[&Path]) -> Self {
+        let control = control_socket(dir);
         let config = dir.join("podwire.toml");
         std::fs::write(&config, format!("control_socket = \"{}\"\n{body}", control.display()))
             .expect("write config");
@@ -55,98 +166,117 @@ impl Daemon {
             .arg("run")
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
-            .expect("spawn podwire run");
-        let mut d = Daemon { child: Some(child), dir: dir.to_path_buf(), control, log };
-        let deadline = Instant::now() + Duration::from_secs(10);
+            .expect("start podwire run");
+        let mut d = Self { child: Some(child), control, log };
+        let start = Instant::now();
         loop {
-            let ready = d.try_stats().is_some() && sockets.iter().all(|s| s.exists());
-            if ready {
+            if d.try_stats().is_some() && sockets.iter().all(|s| s.exists()) {
                 return d;
             }
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("podwire exited at start ({st}):\n{}", d.log_text());
+            if let Some(status) = d.exit_status() {
+                let hint = if body.contains("hugepages = true") {
+                    " (hugepages reserved? `sudo scripts/install-deps.sh` reserves them)"
+                } else {
+                    ""
+                };
+                panic!("podwire run exited at start with {status}{hint}; log:\n{}", d.log_text());
             }
-            assert!(Instant::now() < deadline, "podwire not ready in 10 s:\n{}", d.log_text());
+            let missing: Vec<&&Path> = sockets.iter().filter(|s| !s.exists()).collect();
+            assert!(
+                start.elapsed() < PATIENCE,
+                "podwire not ready in {PATIENCE:?} (sockets missing: {missing:?}); log:\n{}",
+                d.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// The daemon's log so far.
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+    /// [`Daemon::start`] on [`vhost_servers_config`], waiting for every port's socket.
+    pub fn start_vhost_servers(dir: &Path, ports: &[&str], xconnects: &[[&str; 2]]) -> Self {
+        let sockets: Vec<PathBuf> = ports.iter().map(|p| socket(dir, p)).collect();
+        let sockets: Vec<&Path> = sockets.iter().map(PathBuf::as_path).collect();
+        Self::start(dir, &vhost_servers_config(dir, ports, xconnects), &sockets)
     }
 
     /// The daemon's PID.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read(&self.log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// How the process exited, if it did.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().expect("running").try_wait().expect("wait for podwire")
     }
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+        self.exit_status().is_none()
     }
 
-    fn try_stats(&self) -> Option<Vec<PortStat>> {
-        let out = Command::new(BIN)
-            .args(["stats", "--json", "--socket"])
-            .arg(&self.control)
-            .output()
-            .ok()?;
+    /// Panics (with the log) if the daemon exited or logged a panic.
+    pub fn assert_alive(&mut self) {
+        if let Some(s) = self.exit_status() {
+            panic!("podwire exited with {s}; log:\n{}", self.log_text());
+        }
+        let log = self.log_text();
+        assert!(!log.contains("panicked"), "podwire panicked; log:\n{log}");
+    }
+
+    /// Every port's counters, or `None` when the control socket does not answer.
+    pub fn try_stats(&self) -> Option<Vec<PortStat>> {
+        let out = stats_command(&self.control, true);
         if !out.status.success() {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-        let ports = v.get("ports")?.as_array()?;
-        Some(
-            ports
-                .iter()
-                .map(|p| {
-                    let n = |k: &str| p.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
-                    let s = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-                    PortStat {
-                        name: s("name"),
-                        link: s("link"),
-                        queues: n("queues"),
-                        rx_packets: n("rx_packets"),
-                        rx_bytes: n("rx_bytes"),
-                        tx_packets: n("tx_packets"),
-                        tx_bytes: n("tx_bytes"),
-                        rx_drops: n("rx_drops"),
-                        tx_drops: n("tx_drops"),
-                        errors: n("errors"),
-                    }
-                })
-                .collect(),
-        )
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+        Some(v["ports"].as_array().expect("ports").iter().map(PortStat::parse).collect())
     }
 
-    /// Every port's counters (panics if the daemon does not answer).
+    /// Every port's counters (panics, with the log, if the daemon does not answer).
     pub fn stats(&self) -> Vec<PortStat> {
-        self.try_stats().unwrap_or_else(|| panic!("podwire stats failed:\n{}", self.log_text()))
+        self.try_stats().unwrap_or_else(|| {
+            panic!("podwire stats failed (did the daemon die?); log:\n{}", self.log_text())
+        })
     }
 
-    /// One port's counters.
+    /// Counters of port `name`.
     pub fn port(&self, name: &str) -> PortStat {
-        self.stats()
-            .into_iter()
+        let all = self.stats();
+        all.iter()
             .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no port {name} in podwire stats"))
+            .unwrap_or_else(|| panic!("no port {name} in {all:?}"))
+            .clone()
     }
 
-    /// Waits until `cond` holds for port `name` (or panics after `timeout`).
-    pub fn wait_port(&self, name: &str, timeout: Duration, cond: impl Fn(&PortStat) -> bool) {
-        let deadline = Instant::now() + timeout;
+    /// Waits (up to `timeout`) until `cond` holds for port `name`'s counters; `what`
+    /// says what was awaited when it does not.
+    pub fn wait_port(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&PortStat) -> bool,
+    ) -> PortStat {
+        let start = Instant::now();
         loop {
-            let p = self.port(name);
-            if cond(&p) {
-                return;
+            let s = self.port(name);
+            if cond(&s) {
+                return s;
             }
-            assert!(Instant::now() < deadline, "port {name} never reached the state: {p:?}");
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(start.elapsed() < timeout, "port {name}: {what} within {timeout:?}: {s:?}");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -154,22 +284,24 @@ impl Daemon {
     /// control socket is gone. Returns the log.
     pub fn stop(mut self) -> String {
         let mut child = self.child.take().expect("running");
-        // SAFETY: kill(2) on the PID of a child we spawned and have not reaped.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // SAFETY: kill(2) has no memory-safety preconditions; the PID is our child's,
+        // not yet reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+        let start = Instant::now();
         let status = loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                break st;
+            if let Some(s) = child.try_wait().expect("wait for podwire") {
+                break s;
             }
-            if Instant::now() > deadline {
+            if start.elapsed() > PATIENCE {
                 let _ = child.kill();
-                panic!("podwire did not stop within 10 s of SIGTERM:\n{}", self.log_text());
+                let _ = child.wait();
+                panic!("podwire did not stop on SIGTERM; log:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
         };
         let log = self.log_text();
-        assert!(status.success(), "podwire exited with {status}:\n{log}");
-        assert!(!log.contains("panicked"), "podwire panicked:\n{log}");
+        assert!(status.success(), "podwire exited with {status}; log:\n{log}");
+        assert!(!log.contains("panicked"), "podwire panicked; log:\n{log}");
         assert!(!self.control.exists(), "control socket left behind");
         log
     }
@@ -177,9 +309,22 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        let Some(mut child) = self.child.take() else { return };
+        if std::thread::panicking() {
+            eprintln!("---- podwire log ({}) ----\n{}", self.log.display(), self.log_text());
+        }
+        if let Ok(None) = child.try_wait() {
+            // SAFETY: as in `stop`; our own child's PID, not yet reaped.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }

@@ -34,8 +34,6 @@
 //! Shared by two test crates, each of which uses part of it.
 #![allow(dead_code)]
 
-pub mod daemon;
-
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
