@@ -28,10 +28,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::daemon::{socket, Daemon, TempDir};
+use podwire_vhost::proto::{req, VERSION as FLAG_VERSION, VRING_NOFD};
+use podwire_vhost::ring::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 use vhost_frontend::{
-    connect, encode, make_packet, mem_table_payload, memfd, req, run_flows, send_raw, state,
-    vring_addr, wait_closed, Desc, Flow, Frontend, Options, DESC_F_INDIRECT, DESC_F_NEXT,
-    DESC_F_WRITE, FLAG_VERSION, GPA_BASE, RX, TX, VRING_NOFD,
+    connect, encode, make_packet, mem_table_payload, memfd, run_flows, send_raw, state, vring_addr,
+    wait_closed, Desc, Flow, Frontend, Options, GPA_BASE, RX, TX,
 };
 
 const WAIT: Duration = Duration::from_secs(5);

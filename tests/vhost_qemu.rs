@@ -32,6 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, TempDir};
+use podwire_vhost::proto::feat;
 const QEMU: &str = "qemu-system-x86_64";
 const INSTALL_HINT: &str = "install it with `sudo scripts/install-deps.sh` (QEMU 10: \
      `apt-get install -t bookworm-backports qemu-system-x86`)";
@@ -47,10 +48,15 @@ const QEMU_LIFETIME_SECS: u32 = 200;
 const PINGS: u32 = 20;
 const TRANSFER_KIB: u32 = 1024;
 /// virtio feature bits, as printed by the guest (`/sys/class/net/eth0/device/features`).
-const F_MRG_RXBUF: usize = 15;
-const F_EVENT_IDX: usize = 29;
-const F_VERSION_1: usize = 32;
-const F_RING_PACKED: usize = 34;
+const F_MRG_RXBUF: usize = bit(feat::NET_F_MRG_RXBUF);
+const F_EVENT_IDX: usize = bit(feat::RING_F_EVENT_IDX);
+const F_VERSION_1: usize = bit(feat::F_VERSION_1);
+const F_RING_PACKED: usize = bit(feat::F_RING_PACKED);
+
+/// The bit number of a one-bit feature mask.
+const fn bit(mask: u64) -> usize {
+    mask.trailing_zeros() as usize
+}
 
 /// One cross-connected pair of guests.
 struct Pair {

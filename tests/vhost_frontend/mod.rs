@@ -41,42 +41,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-/// vhost-user request codes.
-pub mod req {
-    pub const GET_FEATURES: u32 = 1;
-    pub const SET_FEATURES: u32 = 2;
-    pub const SET_OWNER: u32 = 3;
-    pub const SET_MEM_TABLE: u32 = 5;
-    pub const SET_VRING_NUM: u32 = 8;
-    pub const SET_VRING_ADDR: u32 = 9;
-    pub const SET_VRING_BASE: u32 = 10;
-    pub const GET_VRING_BASE: u32 = 11;
-    pub const SET_VRING_KICK: u32 = 12;
-    pub const SET_VRING_CALL: u32 = 13;
-    pub const GET_PROTOCOL_FEATURES: u32 = 15;
-    pub const SET_PROTOCOL_FEATURES: u32 = 16;
-    pub const SET_VRING_ENABLE: u32 = 18;
-}
-
-/// Feature bits used here.
-pub mod feat {
-    pub const NET_F_MRG_RXBUF: u64 = 1 << 15;
-    pub const RING_F_INDIRECT_DESC: u64 = 1 << 28;
-    pub const PROTOCOL_FEATURES: u64 = 1 << 30;
-    pub const VERSION_1: u64 = 1 << 32;
-    pub const PROTOCOL_F_REPLY_ACK: u64 = 1 << 3;
-}
-
-/// Header flags: version 1, and "need reply".
-pub const FLAG_VERSION: u32 = 0x1;
-pub const FLAG_REPLY: u32 = 0x4;
-pub const FLAG_NEED_REPLY: u32 = 0x8;
-/// SET_VRING_KICK/CALL payload flag: no fd comes with this message.
-pub const VRING_NOFD: u64 = 0x100;
-
-pub const DESC_F_NEXT: u16 = 1;
-pub const DESC_F_WRITE: u16 = 2;
-pub const DESC_F_INDIRECT: u16 = 4;
+use podwire_vhost::proto::{
+    feat, pfeat, req, FLAG_NEED_REPLY, FLAG_REPLY, HDR_LEN, MAX_PAYLOAD, VERSION as FLAG_VERSION,
+    VRING_NOFD,
+};
+use podwire_vhost::ring::DESC_F_WRITE;
 
 /// Vring indexes of the one queue pair.
 pub const RX: usize = 0;
@@ -266,7 +235,7 @@ impl Vq {
 
 /// Encodes a message: header (request, flags, size) then payload.
 pub fn encode(request: u32, flags: u32, payload: &[u8]) -> Vec<u8> {
-    let mut b = Vec::with_capacity(12 + payload.len());
+    let mut b = Vec::with_capacity(HDR_LEN + payload.len());
     b.extend_from_slice(&request.to_le_bytes());
     b.extend_from_slice(&flags.to_le_bytes());
     b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
@@ -438,14 +407,14 @@ impl Frontend {
 
     /// Reads one reply to `request` and returns its payload.
     pub fn recv_reply(&mut self, request: u32) -> Vec<u8> {
-        let mut hdr = [0u8; 12];
+        let mut hdr = [0u8; HDR_LEN];
         self.sock.read_exact(&mut hdr).unwrap_or_else(|e| panic!("reply to {request}: {e}"));
         let code = u32::from_le_bytes(hdr[0..4].try_into().unwrap());
         let flags = u32::from_le_bytes(hdr[4..8].try_into().unwrap());
         let size = u32::from_le_bytes(hdr[8..12].try_into().unwrap()) as usize;
         assert_eq!(code, request, "reply to the wrong request");
         assert_eq!(flags & 0x7, FLAG_VERSION | FLAG_REPLY, "reply flags {flags:#x}");
-        assert!(size <= 4096, "reply of {size} bytes");
+        assert!(size <= MAX_PAYLOAD, "reply of {size} bytes");
         let mut p = vec![0u8; size];
         self.sock.read_exact(&mut p).unwrap();
         p
@@ -474,17 +443,17 @@ impl Frontend {
     pub fn negotiate(&mut self) {
         self.set(req::SET_OWNER, &[], &[]);
         let offered = self.get_u64(req::GET_FEATURES);
-        let mut want = feat::PROTOCOL_FEATURES;
+        let mut want = feat::VHOST_USER_F_PROTOCOL_FEATURES;
         if self.opts.version_1 {
-            want |= feat::VERSION_1;
+            want |= feat::F_VERSION_1;
         }
         if self.opts.mrg_rxbuf {
             want |= feat::NET_F_MRG_RXBUF;
         }
         assert_eq!(offered & want, want, "podwire offers {offered:#x}");
         let pf = self.get_u64(req::GET_PROTOCOL_FEATURES);
-        assert!(pf & feat::PROTOCOL_F_REPLY_ACK != 0, "no REPLY_ACK in {pf:#x}");
-        self.set(req::SET_PROTOCOL_FEATURES, &feat::PROTOCOL_F_REPLY_ACK.to_le_bytes(), &[]);
+        assert!(pf & pfeat::REPLY_ACK != 0, "no REPLY_ACK in {pf:#x}");
+        self.set(req::SET_PROTOCOL_FEATURES, &pfeat::REPLY_ACK.to_le_bytes(), &[]);
         self.reply_ack = true;
         self.set(req::SET_FEATURES, &want.to_le_bytes(), &[]);
         self.features = want;

@@ -210,8 +210,8 @@ impl Device {
                 }
                 req::SET_VRING_KICK | req::SET_VRING_CALL | req::SET_VRING_ERR => {
                     let v = proto::u64_payload(p, "SET_VRING_*FD")?;
-                    let i = (v & 0xff) as u32;
-                    let nofd = v & 0x100 != 0;
+                    let i = (v & proto::VRING_IDX_MASK) as u32;
+                    let nofd = v & proto::VRING_NOFD != 0;
                     let mut fds = std::mem::take(&mut msg.fds);
                     if !nofd && fds.len() != 1 {
                         return Err(ProtocolError::Malformed(format!(

@@ -16,6 +16,10 @@ pub const VERSION: u32 = 0x1;
 pub const FLAG_REPLY: u32 = 0x4;
 /// Header flag: the frontend wants a REPLY_ACK.
 pub const FLAG_NEED_REPLY: u32 = 0x8;
+/// SET_VRING_KICK/CALL/ERR payload: the bits that hold the vring index.
+pub const VRING_IDX_MASK: u64 = 0xff;
+/// SET_VRING_KICK/CALL/ERR payload flag: no fd comes with this message.
+pub const VRING_NOFD: u64 = 0x100;
 
 /// Requests from the frontend.
 #[allow(missing_docs)]
