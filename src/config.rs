@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use podwire_driver::MacAddr;
-use podwire_vhost::SocketMode;
+use podwire_vhost::{SocketMode, VhostUserConfig};
 use serde::Deserialize;
 
 /// Where the control socket lives unless the config says otherwise.
@@ -137,25 +137,9 @@ pub struct PortConfig {
 /// Port types that are implemented.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PortKind {
-    /// A vhost-user-net port.
-    VhostUser(VhostUserPortConfig),
-}
-
-/// Settings of a vhost-user port.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VhostUserPortConfig {
-    /// Unix socket path.
-    pub socket: PathBuf,
-    /// Who listens on the socket.
-    pub mode: SocketMode,
-    /// Queue pairs.
-    pub queues: u16,
-    /// MAC address given to the guest.
-    pub mac: Option<MacAddr>,
-    /// Permission bits of the socket file.
-    pub socket_perms: u32,
-    /// Group owning the socket file.
-    pub socket_group: Option<String>,
+    /// A vhost-user-net port, with the settings it is created with (its `name` is
+    /// the port's).
+    VhostUser(VhostUserConfig),
 }
 
 /// A cross-connect: everything received on one port is sent on the other, and back.
@@ -434,7 +418,8 @@ impl Validator<'_> {
                     toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
                         self.err(format!("ports[{i}] ({name})"), e.message())
                     })?;
-                Ok(PortConfig { name, kind: PortKind::VhostUser(self.vhost_user(i, raw)?) })
+                let v = self.vhost_user(i, &name, raw)?;
+                Ok(PortConfig { name, kind: PortKind::VhostUser(v) })
             }
             "af-xdp" | "vfio" => Err(self.err(
                 at("type"),
@@ -484,7 +469,12 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn vhost_user(&self, i: usize, raw: RawVhostUser) -> Result<VhostUserPortConfig, ConfigError> {
+    fn vhost_user(
+        &self,
+        i: usize,
+        name: &str,
+        raw: RawVhostUser,
+    ) -> Result<VhostUserConfig, ConfigError> {
         let at = |k: &str| format!("ports[{i}].{k}");
         self.socket_path(&at("socket"), &raw.socket)?;
         let mode = match raw.mode.as_deref() {
@@ -522,7 +512,8 @@ impl Validator<'_> {
                 return Err(self.err(at("socket_group"), "must not be empty"));
             }
         }
-        Ok(VhostUserPortConfig {
+        Ok(VhostUserConfig {
+            name: name.to_owned(),
             socket: raw.socket,
             mode,
             queues,
@@ -671,6 +662,7 @@ mod tests {
         assert_eq!((a.mode, a.queues, a.socket_perms, a.mac), (SocketMode::Server, 1, 0o660, None));
         let PortKind::VhostUser(b) = &c.ports[1].kind;
         assert_eq!((b.mode, b.queues, b.socket_perms), (SocketMode::Client, 4, 0o600));
+        assert_eq!((a.name.as_str(), b.name.as_str()), ("a", "b"), "named after their entries");
         assert_eq!(c.xconnects, vec![XconnectConfig { ports: [0, 1] }]);
     }
 

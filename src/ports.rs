@@ -1,7 +1,7 @@
 //! Building ports from their configuration.
 
 use podwire_driver::{Mempool, Port};
-use podwire_vhost::{VhostUserConfig, VhostUserPort};
+use podwire_vhost::VhostUserPort;
 
 use crate::config::{PortConfig, PortKind};
 
@@ -18,20 +18,9 @@ pub struct PortBuildError {
 /// Creates one port, cloning `pool` into it.
 pub fn build_port(cfg: &PortConfig, pool: &Mempool) -> Result<Box<dyn Port>, PortBuildError> {
     match &cfg.kind {
-        PortKind::VhostUser(v) => {
-            let vcfg = VhostUserConfig {
-                name: cfg.name.clone(),
-                socket: v.socket.clone(),
-                mode: v.mode,
-                queues: v.queues,
-                mac: v.mac,
-                socket_perms: v.socket_perms,
-                socket_group: v.socket_group.clone(),
-            };
-            VhostUserPort::new(vcfg, pool.clone())
-                .map(|p| Box::new(p) as Box<dyn Port>)
-                .map_err(|e| PortBuildError { name: cfg.name.clone(), reason: e.to_string() })
-        }
+        PortKind::VhostUser(v) => VhostUserPort::new(v.clone(), pool.clone())
+            .map(|p| Box::new(p) as Box<dyn Port>)
+            .map_err(|e| PortBuildError { name: cfg.name.clone(), reason: e.to_string() }),
     }
 }
 

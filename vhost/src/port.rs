@@ -28,7 +28,7 @@ pub enum SocketMode {
 }
 
 /// Configuration of one vhost-user port.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct VhostUserConfig {
     /// Port name (for logs and counters).
     pub name: String,
