@@ -10,7 +10,8 @@ mod vhost_frontend;
 
 use std::time::Duration;
 
-use common::daemon::{socket, Daemon, PortStat, TempDir};
+use common::daemon::{socket, Daemon, TempDir};
+use podwire::control::PortStats;
 use vhost_frontend::{run_flows, Flow, Frontend, Options, RX, TX};
 
 /// Packets per direction per phase.
@@ -41,21 +42,16 @@ impl Expected {
 
     /// Waits until both ports' counters are exactly what was sent.
     fn check(&self, d: &Daemon) {
-        let want = |name: &str, rx: (u64, u64), tx: (u64, u64)| PortStat {
-            name: name.into(),
-            link: "up".into(),
-            queues: 1,
-            rx_packets: rx.0,
-            rx_bytes: rx.1,
-            tx_packets: tx.0,
-            tx_bytes: tx.1,
-            ..Default::default()
+        // The link and every counter: (link, rx (packets, bytes), tx, (drops, errors)).
+        let state = |s: &PortStats| {
+            let (rx, tx) = ((s.rx_packets, s.rx_bytes), (s.tx_packets, s.tx_bytes));
+            (s.link.clone(), rx, tx, (s.rx_drops, s.tx_drops, s.errors))
         };
         // a receives (from its guest) what goes a -> b and transmits what goes b -> a.
-        let a = want("a", self.ab, self.ba);
-        let b = want("b", self.ba, self.ab);
-        d.wait_port("a", WAIT, &format!("counters {a:?}"), |s| *s == a);
-        d.wait_port("b", WAIT, &format!("counters {b:?}"), |s| *s == b);
+        let a = ("up".to_owned(), self.ab, self.ba, (0, 0, 0));
+        let b = ("up".to_owned(), self.ba, self.ab, (0, 0, 0));
+        d.wait_port("a", WAIT, &format!("counters {a:?}"), |s| state(s) == a);
+        d.wait_port("b", WAIT, &format!("counters {b:?}"), |s| state(s) == b);
     }
 }
 

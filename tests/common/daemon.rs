@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use podwire::control::{PortStats, StatsResponse};
+
 /// The podwire binary cargo built for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_podwire");
 
@@ -82,41 +84,6 @@ pub fn stats_command(control: &Path, json: bool) -> Output {
         c.arg("--json");
     }
     c.output().expect("run podwire stats")
-}
-
-/// One port's line of `podwire stats --json`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PortStat {
-    pub name: String,
-    pub link: String,
-    pub queues: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_drops: u64,
-    pub tx_drops: u64,
-    pub errors: u64,
-}
-
-impl PortStat {
-    /// Parses one element of the `ports` array; panics if a field is missing.
-    fn parse(p: &serde_json::Value) -> Self {
-        let n = |k: &str| p[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {p}"));
-        let s = |k: &str| p[k].as_str().unwrap_or_else(|| panic!("{k} missing in {p}")).to_owned();
-        PortStat {
-            name: s("name"),
-            link: s("link"),
-            queues: n("queues"),
-            rx_packets: n("rx_packets"),
-            rx_bytes: n("rx_bytes"),
-            tx_packets: n("tx_packets"),
-            tx_bytes: n("tx_bytes"),
-            rx_drops: n("rx_drops"),
-            tx_drops: n("tx_drops"),
-            errors: n("errors"),
-        }
-    }
 }
 
 /// The config of [`Daemon::start_vhost_servers`]: server-mode vhost-user ports
@@ -235,24 +202,24 @@ impl Daemon {
     }
 
     /// Every port's counters, or `None` when the control socket does not answer.
-    pub fn try_stats(&self) -> Option<Vec<PortStat>> {
+    pub fn try_stats(&self) -> Option<Vec<PortStats>> {
         let out = stats_command(&self.control, true);
         if !out.status.success() {
             return None;
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
-        Some(v["ports"].as_array().expect("ports").iter().map(PortStat::parse).collect())
+        let stats: StatsResponse = serde_json::from_slice(&out.stdout).expect("stats JSON");
+        Some(stats.ports)
     }
 
     /// Every port's counters (panics, with the log, if the daemon does not answer).
-    pub fn stats(&self) -> Vec<PortStat> {
+    pub fn stats(&self) -> Vec<PortStats> {
         self.try_stats().unwrap_or_else(|| {
             panic!("podwire stats failed (did the daemon die?); log:\n{}", self.log_text())
         })
     }
 
     /// Counters of port `name`.
-    pub fn port(&self, name: &str) -> PortStat {
+    pub fn port(&self, name: &str) -> PortStats {
         let all = self.stats();
         all.iter()
             .find(|p| p.name == name)
@@ -267,8 +234,8 @@ impl Daemon {
         name: &str,
         timeout: Duration,
         what: &str,
-        cond: impl Fn(&PortStat) -> bool,
-    ) -> PortStat {
+        cond: impl Fn(&PortStats) -> bool,
+    ) -> PortStats {
         let start = Instant::now();
         loop {
             let s = self.port(name);
