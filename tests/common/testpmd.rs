@@ -246,7 +246,15 @@ struct Launch {
     lcores: String,
     mem_mb: u32,
     netns: Option<String>,
-    /// Arguments after `--` (testpmd's own).
+    /// `--nb-cores`.
+    nb_cores: u32,
+    /// `--rxq` and `--txq`.
+    queues: u16,
+    rxd: u32,
+    txd: u32,
+    total_num_mbufs: u32,
+    forward_mode: String,
+    /// More arguments after `--` (testpmd's own), after those above.
     app_args: Vec<String>,
     /// How many ports must have probed.
     expect_ports: usize,
@@ -308,8 +316,18 @@ impl Testpmd {
         for v in &l.vdevs {
             args.push(format!("--vdev={v}"));
         }
-        args.push("--".into());
-        args.push("-i".into());
+        args.extend([
+            "--".into(),
+            "-i".into(),
+            format!("--nb-cores={}", l.nb_cores),
+            format!("--rxq={}", l.queues),
+            format!("--txq={}", l.queues),
+            format!("--rxd={}", l.rxd),
+            format!("--txd={}", l.txd),
+            format!("--total-num-mbufs={}", l.total_num_mbufs),
+            format!("--forward-mode={}", l.forward_mode),
+            "--no-flush-rx".into(),
+        ]);
         args.extend(l.app_args.iter().cloned());
         let program = if l.netns.is_some() { "ip" } else { "stdbuf" };
         let mut cmd = Command::new(program);
@@ -864,56 +882,15 @@ impl PodConfig {
     }
 }
 
-/// A testpmd pod (see [`PodConfig`]).
-pub struct Pod {
+/// A testpmd process started from a config `C`: [`Pod`] or [`ReferenceSwitch`].
+pub struct Instance<C> {
     pub tp: Testpmd,
-    pub config: PodConfig,
+    pub config: C,
 }
 
-impl Pod {
-    /// Starts the pod and waits for its prompt. In client mode it first waits for the
-    /// switch's sockets; in server mode it removes stale socket files first.
-    pub fn start(config: PodConfig) -> Result<Pod> {
-        let sockets = config.sockets();
-        if config.server {
-            for s in &sockets {
-                let _ = fs::remove_file(s);
-            }
-        } else {
-            wait_for_paths(&sockets, config.socket_timeout)?;
-        }
-        let mut app_args = vec![
-            format!("--nb-cores={}", config.nb_cores),
-            format!("--rxq={}", config.queues),
-            format!("--txq={}", config.queues),
-            format!("--rxd={}", config.rxd),
-            format!("--txd={}", config.txd),
-            format!("--total-num-mbufs={}", config.total_num_mbufs),
-            format!("--forward-mode={}", config.forward_mode),
-            "--no-flush-rx".into(),
-        ];
-        if let Some(t) = config.txpkts {
-            app_args.push(format!("--txpkts={t}"));
-        }
-        app_args.extend(config.extra_args.iter().cloned());
-        let tp = Testpmd::spawn(Launch {
-            role: "pod",
-            vdevs: config.vdevs(),
-            lcores: config.lcores.clone(),
-            mem_mb: config.mem_mb,
-            netns: config.netns.clone(),
-            app_args,
-            expect_ports: config.ports.len(),
-            startup_timeout: config.startup_timeout,
-        })?;
-        Ok(Pod { tp, config })
-    }
-
+impl<C> Instance<C> {
     pub fn cmd(&mut self, line: &str) -> Result<String> {
         self.tp.cmd(line)
-    }
-    pub fn start_tx_first(&mut self, bursts: u32) -> Result<()> {
-        self.tp.start_tx_first(bursts)
     }
     pub fn start_fwd(&mut self) -> Result<()> {
         self.tp.start()
@@ -927,9 +904,6 @@ impl Pod {
     pub fn clear_stats(&mut self) -> Result<()> {
         self.tp.clear_stats()
     }
-    pub fn wait_links_up(&mut self, timeout: Duration) -> Result<()> {
-        self.tp.wait_links_up(timeout)
-    }
     pub fn pid(&self) -> u32 {
         self.tp.pid()
     }
@@ -938,6 +912,51 @@ impl Pod {
     }
     pub fn quit(self) -> Result<()> {
         self.tp.quit()
+    }
+}
+
+/// A testpmd pod (see [`PodConfig`]).
+pub type Pod = Instance<PodConfig>;
+
+impl Pod {
+    /// Starts the pod and waits for its prompt. In client mode it first waits for the
+    /// switch's sockets; in server mode it removes stale socket files first.
+    pub fn start(config: PodConfig) -> Result<Pod> {
+        let sockets = config.sockets();
+        if config.server {
+            for s in &sockets {
+                let _ = fs::remove_file(s);
+            }
+        } else {
+            wait_for_paths(&sockets, config.socket_timeout)?;
+        }
+        let mut app_args: Vec<String> =
+            config.txpkts.map(|t| format!("--txpkts={t}")).into_iter().collect();
+        app_args.extend(config.extra_args.iter().cloned());
+        let tp = Testpmd::spawn(Launch {
+            role: "pod",
+            vdevs: config.vdevs(),
+            lcores: config.lcores.clone(),
+            mem_mb: config.mem_mb,
+            netns: config.netns.clone(),
+            nb_cores: config.nb_cores,
+            queues: config.queues,
+            rxd: config.rxd,
+            txd: config.txd,
+            total_num_mbufs: config.total_num_mbufs,
+            forward_mode: config.forward_mode.clone(),
+            app_args,
+            expect_ports: config.ports.len(),
+            startup_timeout: config.startup_timeout,
+        })?;
+        Ok(Pod { tp, config })
+    }
+
+    pub fn start_tx_first(&mut self, bursts: u32) -> Result<()> {
+        self.tp.start_tx_first(bursts)
+    }
+    pub fn wait_links_up(&mut self, timeout: Duration) -> Result<()> {
+        self.tp.wait_links_up(timeout)
     }
     /// Kills the pod with SIGKILL, as a crash would.
     pub fn sigkill(mut self) {
@@ -996,10 +1015,7 @@ impl SwitchConfig {
 }
 
 /// The reference switch, started and forwarding (`start` already sent).
-pub struct ReferenceSwitch {
-    pub tp: Testpmd,
-    pub config: SwitchConfig,
-}
+pub type ReferenceSwitch = Instance<SwitchConfig>;
 
 impl ReferenceSwitch {
     /// Starts testpmd with one `net_vhost` port per socket and starts io forwarding.
@@ -1024,24 +1040,19 @@ impl ReferenceSwitch {
                 )
             })
             .collect();
-        let mut app_args = vec![
-            "--nb-cores=1".into(),
-            format!("--rxq={}", config.queues),
-            format!("--txq={}", config.queues),
-            format!("--rxd={}", config.rxd),
-            format!("--txd={}", config.txd),
-            format!("--total-num-mbufs={}", config.total_num_mbufs),
-            "--forward-mode=io".into(),
-            "--no-flush-rx".into(),
-        ];
-        app_args.extend(config.extra_args.iter().cloned());
         let mut tp = Testpmd::spawn(Launch {
             role: "sw",
             vdevs,
             lcores: config.lcores.clone(),
             mem_mb: config.mem_mb,
             netns: None,
-            app_args,
+            nb_cores: 1,
+            queues: config.queues,
+            rxd: config.rxd,
+            txd: config.txd,
+            total_num_mbufs: config.total_num_mbufs,
+            forward_mode: "io".into(),
+            app_args: config.extra_args.clone(),
             expect_ports: config.sockets.len(),
             startup_timeout: config.startup_timeout,
         })?;
@@ -1052,33 +1063,9 @@ impl ReferenceSwitch {
         Ok(ReferenceSwitch { tp, config })
     }
 
-    pub fn cmd(&mut self, line: &str) -> Result<String> {
-        self.tp.cmd(line)
-    }
-    pub fn start_fwd(&mut self) -> Result<()> {
-        self.tp.start()
-    }
-    pub fn stop(&mut self) -> Result<Vec<FwdStats>> {
-        self.tp.stop()
-    }
-    pub fn port_stats(&mut self) -> Result<Vec<PortStats>> {
-        self.tp.port_stats()
-    }
-    pub fn clear_stats(&mut self) -> Result<()> {
-        self.tp.clear_stats()
-    }
     /// Sum of RX-packets over all ports: what the switch forwarded (both directions).
     pub fn rx_packets_total(&mut self) -> Result<u64> {
         Ok(self.port_stats()?.iter().map(|s| s.rx_packets).sum())
-    }
-    pub fn pid(&self) -> u32 {
-        self.tp.pid()
-    }
-    pub fn prefix(&self) -> &str {
-        self.tp.prefix()
-    }
-    pub fn quit(self) -> Result<()> {
-        self.tp.quit()
     }
 }
 
