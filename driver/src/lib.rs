@@ -3,12 +3,17 @@
 //! - [`mem`]: hugepage DMA memory with O(1) virtual-to-IOVA translation.
 //! - [`mempool`]: packet buffers carved from DMA memory, with per-thread caches.
 //! - [`port`]: the burst-oriented Port API every port implements.
+//! - [`pci`], [`vfio`]: PCI devices in sysfs, and owning one through VFIO.
+//! - [`nic`]: poll-mode drivers for VFIO devices (igbvf).
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod mem;
 pub mod mempool;
+pub mod nic;
+pub mod pci;
 pub mod port;
+pub mod vfio;
 
 pub use error::{DriverError, Result};
 pub use mem::{DmaMemory, IovaMode};

@@ -1,0 +1,354 @@
+//! Poll-mode driver for the Intel 82576 virtual function (8086:10ca) and the I350
+//! VF (8086:1520): VF reset and the PF mailbox handshake, advanced rx/tx descriptor
+//! rings on both queue pairs, link status, the VF statistics registers and jumbo
+//! frames (SET_LPE). No interrupts: every queue is polled.
+
+pub mod mbx;
+pub mod regs;
+pub mod ring;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::mem::DmaMemory;
+use crate::mempool::{Mempool, PacketBuf};
+use crate::nic::{NicError, Regs, VfioPortConfig};
+use crate::pci::Sysfs;
+use crate::port::{MacAddr, Port, PortCounters, PortInfo};
+use crate::vfio::{Bar, VfioDevice};
+
+use mbx::Mailbox;
+use regs::*;
+use ring::{DescRing, RxRing, TxRing, DESC_LEN};
+
+/// 82576 VF device id.
+pub const DEVICE_82576_VF: u16 = 0x10ca;
+/// I350 VF device id.
+pub const DEVICE_I350_VF: u16 = 0x1520;
+
+/// Largest frame the VF receives (without CRC) when buffers allow: 9000-byte MTU
+/// plus Ethernet header and one VLAN tag.
+pub const MAX_FRAME: usize = 9000 + 14 + 4;
+
+/// How long one mailbox step may take (the PF is a kernel driver answering from
+/// its interrupt handler; under an emulator that is slow).
+const MBX_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The VF's statistics registers (32-bit, wrapping, never reset by software).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IgbVfStats {
+    /// Good packets received.
+    pub rx_packets: u32,
+    /// Good octets received.
+    pub rx_bytes: u32,
+    /// Good packets transmitted.
+    pub tx_packets: u32,
+    /// Good octets transmitted.
+    pub tx_bytes: u32,
+    /// Multicast packets received.
+    pub rx_multicast: u32,
+}
+
+/// An igbvf port: one VF owned through VFIO.
+pub struct IgbVf {
+    name: String,
+    mac: MacAddr,
+    queues: u16,
+    rx: Vec<RxRing>,
+    tx: Vec<TxRing>,
+    counters: Arc<PortCounters>,
+    mbx: Mailbox,
+    bar: Bar,
+    // Dropped after the rings (their buffers) and the BAR; the device (and its DMA
+    // mappings) go last but one, the ring memory last.
+    device: VfioDevice,
+    _ring_mem: DmaMemory,
+    _pool: Mempool,
+}
+
+impl std::fmt::Debug for IgbVf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IgbVf")
+            .field("name", &self.name)
+            .field("pci", &self.device.addr())
+            .field("mac", &self.mac)
+            .field("queues", &self.queues)
+            .finish()
+    }
+}
+
+impl Regs for Bar {
+    #[inline(always)]
+    fn read32(&self, off: usize) -> u32 {
+        Bar::read32(self, off)
+    }
+    #[inline(always)]
+    fn write32(&self, off: usize, v: u32) {
+        Bar::write32(self, off, v)
+    }
+}
+
+fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+impl IgbVf {
+    /// Takes the VF at `cfg.pci` (bound to vfio-pci), resets it, asks its PF for
+    /// its MAC (or sets `cfg.mac`), and starts `cfg.queues` queue pairs posting
+    /// buffers from `pool`, whose memory is mapped for the device's DMA.
+    pub fn open(cfg: &VfioPortConfig, pool: Mempool, sysfs: &Sysfs) -> Result<Self, NicError> {
+        if cfg.queues == 0 || cfg.queues > MAX_QUEUES {
+            return Err(NicError::Config(format!(
+                "igbvf has 1 or 2 queue pairs, not {}",
+                cfg.queues
+            )));
+        }
+        let ring_size = cfg.ring_size;
+        if !ring_size.is_power_of_two() || !(8..=4096).contains(&ring_size) {
+            return Err(NicError::Config(format!(
+                "ring size {ring_size} must be a power of two in 8..=4096"
+            )));
+        }
+        let mut device = VfioDevice::open(sysfs, cfg.pci)?;
+        // A function-level reset stops whatever the previous owner left running.
+        let _ = device.reset();
+        device.enable_bus_master()?;
+        let bar = device.map_bar(0)?;
+        if bar.len() < BAR0_MIN_LEN {
+            return Err(NicError::Device(format!(
+                "BAR0 is {} bytes, an igb VF has {BAR0_MIN_LEN}",
+                bar.len()
+            )));
+        }
+        device.map_dma(pool.memory())?;
+        let per_ring = ring_size as usize * DESC_LEN;
+        let ring_mem = DmaMemory::with_small_pages(per_ring * 2 * cfg.queues as usize)?;
+        device.map_dma(&ring_mem)?;
+
+        let mut mbx = Mailbox::new(MBX_TIMEOUT);
+        let pf_mac = Self::reset(&bar, &mut mbx)?;
+        let mac = match (cfg.mac, pf_mac) {
+            (Some(m), Some(pf)) if m == pf => m,
+            (Some(m), _) => {
+                mbx.request(&bar, &mbx::encode_set_mac(m))?;
+                m
+            }
+            (None, Some(pf)) => pf,
+            (None, None) => {
+                let m = MacAddr::random_local();
+                mbx.request(&bar, &mbx::encode_set_mac(m))?;
+                m
+            }
+        };
+        // Buffers: the usable room of one pool buffer, in whole KiB for SRRCTL.
+        let room = {
+            let b = pool.alloc().ok_or(NicError::Config("the mempool is empty".into()))?;
+            b.capacity()
+        };
+        let bsize_kib = (room / 1024).min(SRRCTL_BSIZEPKT_MASK as usize);
+        if bsize_kib < 2 {
+            return Err(NicError::Config(format!(
+                "packet buffers of {room} bytes are too small for igbvf (at least 2048)"
+            )));
+        }
+        let buf_len = bsize_kib * 1024;
+        let max_frame = buf_len.min(MAX_FRAME) as u32;
+        if max_frame > 1518 {
+            mbx.request(&bar, &mbx::encode_set_lpe(max_frame)?)?;
+        }
+
+        let counters = PortCounters::new(cfg.queues);
+        let mut rx = Vec::new();
+        let mut tx = Vec::new();
+        for q in 0..cfg.queues as usize {
+            let off = q * 2 * per_ring;
+            // SAFETY: ring_mem is page aligned, holds 2 rings per queue, and lives
+            // in the port as long as the rings.
+            let rdesc = unsafe {
+                DescRing::new(
+                    std::ptr::NonNull::new(ring_mem.as_ptr().add(off)).expect("not null"),
+                    ring_size,
+                    ring_mem.iova_at(off),
+                )
+            };
+            // SAFETY: as above, the second ring of the pair.
+            let tdesc = unsafe {
+                DescRing::new(
+                    std::ptr::NonNull::new(ring_mem.as_ptr().add(off + per_ring))
+                        .expect("not null"),
+                    ring_size,
+                    ring_mem.iova_at(off + per_ring),
+                )
+            };
+            let mut r = RxRing::new(rdesc, pool.clone(), buf_len);
+            let t = TxRing::new(tdesc);
+            Self::start_rx(&bar, q, &mut r, bsize_kib as u32)?;
+            Self::start_tx(&bar, q, &t)?;
+            rx.push(r);
+            tx.push(t);
+        }
+        tracing::info!(port = %cfg.name, pci = %cfg.pci, %mac, queues = cfg.queues, max_frame,
+            link_up = bar.read32(STATUS) & STATUS_LU != 0, "igbvf started");
+        Ok(Self {
+            name: cfg.name.clone(),
+            mac,
+            queues: cfg.queues,
+            rx,
+            tx,
+            counters,
+            mbx,
+            bar,
+            device,
+            _ring_mem: ring_mem,
+            _pool: pool,
+        })
+    }
+
+    /// VF reset and the RESET handshake; returns the MAC the PF assigned, if any.
+    fn reset(bar: &Bar, mbx: &mut Mailbox) -> Result<Option<MacAddr>, NicError> {
+        bar.write32(EIMC, u32::MAX);
+        let ctrl = bar.read32(CTRL);
+        bar.write32(CTRL, ctrl | CTRL_RST);
+        std::thread::sleep(Duration::from_millis(10));
+        // The PF must not be in reset itself.
+        if !wait_for(MBX_TIMEOUT, || !mbx.pf_reset_pending(bar)) {
+            return Err(NicError::Device(
+                "the PF stays in reset (RSTI): is its interface up (`ip link set PF up`)?".into(),
+            ));
+        }
+        mbx.clear(bar);
+        mbx.write_posted(bar, &[mbx::MSG_RESET])?;
+        let mut reply = [0u32; 3];
+        mbx.read_posted(bar, &mut reply)?;
+        Ok(mbx::decode_reset_reply(&reply)?)
+    }
+
+    fn start_rx(bar: &Bar, q: usize, r: &mut RxRing, bsize_kib: u32) -> Result<(), NicError> {
+        bar.write32(rxdctl(q), 0);
+        let d = r.descs();
+        bar.write32(rdbal(q), d.iova() as u32);
+        bar.write32(rdbah(q), (d.iova() >> 32) as u32);
+        bar.write32(rdlen(q), d.byte_len() as u32);
+        bar.write32(srrctl(q), bsize_kib | SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_DROP_EN);
+        bar.write32(rdh(q), 0);
+        bar.write32(rdt(q), 0);
+        let tail = r.fill().ok_or_else(|| {
+            NicError::Config("the mempool has too few buffers for the rx rings".into())
+        })?;
+        bar.write32(rxdctl(q), DCTL_ENABLE);
+        if !wait_for(Duration::from_millis(500), || bar.read32(rxdctl(q)) & DCTL_ENABLE != 0) {
+            return Err(NicError::Device(format!("rx queue {q} did not enable")));
+        }
+        bar.write32(rdt(q), tail as u32);
+        Ok(())
+    }
+
+    fn start_tx(bar: &Bar, q: usize, t: &TxRing) -> Result<(), NicError> {
+        bar.write32(txdctl(q), 0);
+        let d = t.descs();
+        bar.write32(tdbal(q), d.iova() as u32);
+        bar.write32(tdbah(q), (d.iova() >> 32) as u32);
+        bar.write32(tdlen(q), d.byte_len() as u32);
+        bar.write32(tdh(q), 0);
+        bar.write32(tdt(q), 0);
+        bar.write32(txdctl(q), DCTL_ENABLE);
+        if !wait_for(Duration::from_millis(500), || bar.read32(txdctl(q)) & DCTL_ENABLE != 0) {
+            return Err(NicError::Device(format!("tx queue {q} did not enable")));
+        }
+        Ok(())
+    }
+
+    /// The VF's own statistics registers.
+    pub fn stats(&self) -> IgbVfStats {
+        IgbVfStats {
+            rx_packets: self.bar.read32(VFGPRC),
+            rx_bytes: self.bar.read32(VFGORC),
+            tx_packets: self.bar.read32(VFGPTC),
+            tx_bytes: self.bar.read32(VFGOTC),
+            rx_multicast: self.bar.read32(VFMPRC),
+        }
+    }
+
+    /// Asks the PF to add (or remove) a VLAN filter.
+    pub fn set_vlan(&mut self, vid: u16, add: bool) -> Result<(), NicError> {
+        Ok(self.mbx.request(&self.bar, &mbx::encode_set_vlan(vid, add)?)?)
+    }
+
+    /// Asks the PF to accept these multicast addresses.
+    pub fn set_multicast(&mut self, macs: &[MacAddr]) -> Result<(), NicError> {
+        let mut w = [0u32; MBX_WORDS];
+        let n = mbx::encode_set_multicast(macs, &mut w)?;
+        Ok(self.mbx.request(&self.bar, &w[..n])?)
+    }
+
+    /// The PCI address.
+    pub fn pci(&self) -> crate::pci::PciAddress {
+        self.device.addr()
+    }
+}
+
+impl Drop for IgbVf {
+    fn drop(&mut self) {
+        for q in 0..self.queues as usize {
+            self.bar.write32(rxdctl(q), 0);
+            self.bar.write32(txdctl(q), 0);
+        }
+        let ctrl = self.bar.read32(CTRL);
+        self.bar.write32(CTRL, ctrl | CTRL_RST);
+        let _ = self.bar.read32(FRTIMER);
+        let _ = self.device.disable_bus_master();
+        for r in &mut self.rx {
+            r.release();
+        }
+        for t in &mut self.tx {
+            t.release();
+        }
+    }
+}
+
+impl Port for IgbVf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn info(&self) -> PortInfo {
+        PortInfo { kind: "vfio", mac: self.mac, queues: self.queues }
+    }
+
+    fn link_up(&self) -> bool {
+        self.bar.read32(STATUS) & STATUS_LU != 0
+    }
+
+    #[inline]
+    fn rx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>, max: usize) -> usize {
+        let Some(r) = self.rx.get_mut(queue as usize) else { return 0 };
+        let before = bufs.len();
+        if let Some(tail) = r.rx(bufs, max, self.counters.queue(queue)) {
+            self.bar.write32(rdt(queue as usize), tail as u32);
+        }
+        bufs.len() - before
+    }
+
+    #[inline]
+    fn tx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>) -> usize {
+        let Some(t) = self.tx.get_mut(queue as usize) else { return 0 };
+        let before = bufs.len();
+        if let Some(tail) = t.tx(bufs, self.counters.queue(queue)) {
+            self.bar.write32(tdt(queue as usize), tail as u32);
+        }
+        before - bufs.len()
+    }
+
+    fn counters(&self) -> Arc<PortCounters> {
+        self.counters.clone()
+    }
+}
