@@ -20,6 +20,13 @@
 //! mac = "02:00:00:00:00:01"                      # optional
 //! socket_perms = "0660"                          # optional (string or 0o660)
 //! socket_group = "kvm"                           # optional
+//! [[ports]]
+//! name = "vf0"
+//! type = "vfio"                                  # a NIC function owned through VFIO
+//! pci = "0000:01:10.0"                           # bound with `podwire pci bind`
+//! queues = 1                                     # optional, 1..=2 for igbvf
+//! mac = "02:00:00:00:00:02"                      # optional; default: the PF's
+//! ring_size = 512                                # optional, descriptors per ring
 //! [[xconnect]]
 //! ports = ["a", "b"]
 //! ```
@@ -30,6 +37,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use podwire_driver::nic::{VfioPortConfig, DEFAULT_RING_SIZE};
+use podwire_driver::pci::PciAddress;
 use podwire_driver::MacAddr;
 use podwire_vhost::{SocketMode, VhostUserConfig};
 use serde::Deserialize;
@@ -140,6 +149,8 @@ pub enum PortKind {
     /// A vhost-user-net port, with the settings it is created with (its `name` is
     /// the port's).
     VhostUser(VhostUserConfig),
+    /// A NIC function owned through VFIO; the driver is chosen by vendor:device.
+    Vfio(VfioPortConfig),
 }
 
 /// A cross-connect: everything received on one port is sent on the other, and back.
@@ -197,6 +208,19 @@ struct RawVhostUser {
     mac: Option<String>,
     socket_perms: Option<toml::Value>,
     socket_group: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVfio {
+    #[serde(rename = "name")]
+    _name: String,
+    #[serde(rename = "type")]
+    _type: String,
+    pci: String,
+    queues: Option<i64>,
+    mac: Option<String>,
+    ring_size: Option<i64>,
 }
 
 /// Collapses a message onto one line.
@@ -284,12 +308,26 @@ impl Validator<'_> {
                     format!("duplicate port name {:?} (also ports[{first}])", port.name),
                 ));
             }
-            let PortKind::VhostUser(v) = &port.kind;
-            let key = format!("ports[{i}].socket");
-            if let Some(other) = sockets.insert(v.socket.clone(), key.clone()) {
-                return Err(
-                    self.err(key, format!("socket {} is also used by {other}", v.socket.display()))
-                );
+            match &port.kind {
+                PortKind::VhostUser(v) => {
+                    let key = format!("ports[{i}].socket");
+                    if let Some(other) = sockets.insert(v.socket.clone(), key.clone()) {
+                        return Err(self.err(
+                            key,
+                            format!("socket {} is also used by {other}", v.socket.display()),
+                        ));
+                    }
+                }
+                PortKind::Vfio(v) => {
+                    let key = format!("ports[{i}].pci");
+                    if let Some(other) =
+                        sockets.insert(PathBuf::from(v.pci.to_string()), key.clone())
+                    {
+                        return Err(
+                            self.err(key, format!("PCI device {} is also used by {other}", v.pci))
+                        );
+                    }
+                }
             }
             ports.push(port);
         }
@@ -421,15 +459,37 @@ impl Validator<'_> {
                 let v = self.vhost_user(i, &name, raw)?;
                 Ok(PortConfig { name, kind: PortKind::VhostUser(v) })
             }
-            "af-xdp" | "vfio" => Err(self.err(
+            "vfio" => {
+                for (key, value) in &table {
+                    let want = match key.as_str() {
+                        "queues" | "ring_size" => "integer",
+                        "name" | "type" | "pci" | "mac" => "string",
+                        _ => continue,
+                    };
+                    if value.type_str() != want {
+                        return Err(
+                            self.err(at(key), format!("must be {want}, not {}", value.type_str()))
+                        );
+                    }
+                }
+                let raw: RawVfio =
+                    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                        self.err(format!("ports[{i}] ({name})"), e.message())
+                    })?;
+                let v = self.vfio(i, &name, raw)?;
+                Ok(PortConfig { name, kind: PortKind::Vfio(v) })
+            }
+            "af-xdp" => Err(self.err(
                 at("type"),
-                format!("port type {kind:?} is not implemented yet (available: \"vhost-user\")"),
+                format!(
+                    "port type {kind:?} is not implemented yet (available: \"vhost-user\", \"vfio\")"
+                ),
             )),
             _ => Err(self.err(
                 at("type"),
                 format!(
-                    "unknown port type {kind:?} (known: \"vhost-user\"; \"af-xdp\" and \
-                     \"vfio\" are planned)"
+                    "unknown port type {kind:?} (known: \"vhost-user\", \"vfio\"; \"af-xdp\" is \
+                     planned)"
                 ),
             )),
         }
@@ -521,6 +581,43 @@ impl Validator<'_> {
             socket_perms,
             socket_group: raw.socket_group,
         })
+    }
+
+    fn vfio(&self, i: usize, name: &str, raw: RawVfio) -> Result<VfioPortConfig, ConfigError> {
+        let at = |k: &str| format!("ports[{i}].{k}");
+        let pci: PciAddress = raw
+            .pci
+            .parse()
+            .map_err(|e: podwire_driver::pci::PciError| self.err(at("pci"), e.to_string()))?;
+        let queues = match raw.queues {
+            None => 1,
+            Some(q) if (1..=MAX_QUEUES as i64).contains(&q) => q as u16,
+            Some(q) => {
+                return Err(
+                    self.err(at("queues"), format!("{q} is out of range (1..={MAX_QUEUES})"))
+                )
+            }
+        };
+        let ring_size = match raw.ring_size {
+            None => DEFAULT_RING_SIZE,
+            Some(n) if (8..=4096).contains(&n) && (n as u64).is_power_of_two() => n as u16,
+            Some(n) => {
+                return Err(
+                    self.err(at("ring_size"), format!("{n} is not a power of two in 8..=4096"))
+                )
+            }
+        };
+        let mac = match raw.mac {
+            None => None,
+            Some(m) => {
+                let mac: MacAddr = m.parse().map_err(|e: String| self.err(at("mac"), e))?;
+                if mac.0[0] & 1 != 0 {
+                    return Err(self.err(at("mac"), format!("{m:?} is a multicast address")));
+                }
+                Some(mac)
+            }
+        };
+        Ok(VfioPortConfig { name: name.to_owned(), pci, queues, mac, ring_size })
     }
 
     fn perms(&self, key: &str, v: &toml::Value) -> Result<u32, ConfigError> {
@@ -658,12 +755,57 @@ mod tests {
             }
         );
         assert_eq!(c.ports.len(), 2);
-        let PortKind::VhostUser(a) = &c.ports[0].kind;
+        let PortKind::VhostUser(a) = &c.ports[0].kind else { panic!("not vhost-user") };
         assert_eq!((a.mode, a.queues, a.socket_perms, a.mac), (SocketMode::Server, 1, 0o660, None));
-        let PortKind::VhostUser(b) = &c.ports[1].kind;
+        let PortKind::VhostUser(b) = &c.ports[1].kind else { panic!("not vhost-user") };
         assert_eq!((b.mode, b.queues, b.socket_perms), (SocketMode::Client, 4, 0o600));
         assert_eq!((a.name.as_str(), b.name.as_str()), ("a", "b"), "named after their entries");
         assert_eq!(c.xconnects, vec![XconnectConfig { ports: [0, 1] }]);
+    }
+
+    const VFIO: &str = r#"
+        [workers]
+        cores = [0]
+        [[ports]]
+        name = "vf"
+        type = "vfio"
+        pci = "0000:01:10.0"
+        [[ports]]
+        name = "vf2"
+        type = "vfio"
+        pci = "01:10.2"
+        queues = 2
+        mac = "02:00:00:00:00:0c"
+        ring_size = 1024
+        [[xconnect]]
+        ports = ["vf", "vf2"]
+    "#;
+
+    #[test]
+    fn vfio_ports_parse_with_defaults() {
+        let c = parse(VFIO).unwrap();
+        let PortKind::Vfio(a) = &c.ports[0].kind else { panic!("not vfio") };
+        assert_eq!(a.pci.to_string(), "0000:01:10.0");
+        assert_eq!((a.queues, a.mac, a.ring_size), (1, None, DEFAULT_RING_SIZE));
+        let PortKind::Vfio(b) = &c.ports[1].kind else { panic!("not vfio") };
+        assert_eq!(b.pci.to_string(), "0000:01:10.2");
+        assert_eq!((b.queues, b.ring_size), (2, 1024));
+        assert_eq!(b.mac.unwrap().to_string(), "02:00:00:00:00:0c");
+        let dup = VFIO.replace("01:10.2", "0000:01:10.0");
+        let e = parse(&dup).unwrap_err().to_string();
+        assert!(
+            e.contains("ports[1].pci: PCI device 0000:01:10.0 is also used by ports[0].pci"),
+            "{e}"
+        );
+        for (text, want) in [
+            (VFIO.replace("pci = \"01:10.2\"", "pci = 5"), "ports[1].pci: must be string"),
+            (VFIO.replace("queues = 2", "queues = 0"), "ports[1].queues: 0 is out of range"),
+            (VFIO.replace("0c\"", "0c\"\nsocket = \"/x\""), "unknown field `socket`"),
+            (VFIO.replace("02:00:00:00:00:0c", "03:00:00:00:00:0c"), "multicast"),
+        ] {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
     }
 
     #[test]

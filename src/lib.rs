@@ -6,11 +6,13 @@
 //! - [`control`]: HTTP+JSON control API on a unix socket, and its client.
 //! - [`signals`]: SIGINT/SIGTERM, collected synchronously.
 //! - [`daemon`]: `podwire run`, tying the above together.
+//! - [`doctor`]: `podwire doctor`, the host readiness checks.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod doctor;
 pub mod engine;
 pub mod ports;
 pub mod signals;

@@ -1,4 +1,4 @@
-//! The `podwire` command: `run`, `check-config`, `stats`.
+//! The `podwire` command: `run`, `check-config`, `stats`, `pci`, `doctor`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,30 @@ enum Command {
         /// Print the raw JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// PCI network functions: list them, give them to podwire (vfio-pci) and back.
+    Pci {
+        #[command(subcommand)]
+        command: PciCommand,
+    },
+    /// Check hugepages, the IOMMU, the VFIO modules and CPU isolation, and say what
+    /// to fix. Exits non-zero when something VFIO ports need is missing.
+    Doctor,
+}
+
+#[derive(Subcommand)]
+enum PciCommand {
+    /// Ethernet functions with their driver, IOMMU group and whether podwire can use them.
+    List,
+    /// Bind a function to vfio-pci so that a `type = "vfio"` port can own it.
+    Bind {
+        /// PCI address, e.g. 0000:01:10.0.
+        addr: String,
+    },
+    /// Give a function back to its kernel driver.
+    Unbind {
+        /// PCI address, e.g. 0000:01:10.0.
+        addr: String,
     },
 }
 
@@ -129,11 +153,90 @@ fn stats(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCo
     }
 }
 
+fn pci(command: PciCommand) -> ExitCode {
+    use podwire_driver::pci::{PciAddress, Sysfs};
+    let sysfs = Sysfs::system();
+    let parse = |a: &str| a.parse::<PciAddress>();
+    match command {
+        PciCommand::List => {
+            let nics = match sysfs.list_nics() {
+                Ok(n) => n,
+                Err(e) => return fail(e),
+            };
+            println!(
+                "{:<13} {:<9} {:<10} {:<6} {:<12} podwire",
+                "ADDRESS", "ID", "DRIVER", "GROUP", "INTERFACE"
+            );
+            for d in nics {
+                let usable = match (d.podwire_driver(), d.iommu_group, d.driver.as_deref()) {
+                    (None, _, _) => "no (no podwire driver)".to_string(),
+                    (Some(drv), None, _) => format!("no ({drv}, but no IOMMU group)"),
+                    (Some(drv), Some(_), Some("vfio-pci")) => format!("yes ({drv}, bound)"),
+                    (Some(drv), Some(_), _) => {
+                        format!("yes ({drv}) after `podwire pci bind {}`", d.addr)
+                    }
+                };
+                println!(
+                    "{:<13} {:04x}:{:04x} {:<10} {:<6} {:<12} {usable}",
+                    d.addr.to_string(),
+                    d.vendor,
+                    d.device,
+                    d.driver.as_deref().unwrap_or("-"),
+                    d.iommu_group.map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+                    if d.interfaces.is_empty() { "-".into() } else { d.interfaces.join(",") },
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        PciCommand::Bind { addr } => {
+            let r = parse(&addr)
+                .map_err(|e| e.to_string())
+                .and_then(|a| sysfs.bind_vfio(a).map_err(|e| e.to_string()));
+            match r {
+                Ok(d) => {
+                    println!(
+                        "{}: bound to vfio-pci (IOMMU group {})",
+                        d.addr,
+                        d.iommu_group.map(|g| g.to_string()).unwrap_or_else(|| "?".into())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        PciCommand::Unbind { addr } => {
+            let r = parse(&addr)
+                .map_err(|e| e.to_string())
+                .and_then(|a| sysfs.unbind_vfio(a).map_err(|e| e.to_string()));
+            match r {
+                Ok(d) => {
+                    println!("{}: now on {}", d.addr, d.driver.as_deref().unwrap_or("no driver"));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn doctor() -> ExitCode {
+    use podwire::doctor::{report, Doctor, Status};
+    let findings = Doctor::default().run();
+    print!("{}", report(&findings));
+    if findings.iter().any(|f| f.status == Status::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Stats { socket, config, json } => stats(socket, config, json),
+        Command::Pci { command } => pci(command),
+        Command::Doctor => doctor(),
     }
 }

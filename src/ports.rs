@@ -21,6 +21,12 @@ pub fn build_port(cfg: &PortConfig, pool: &Mempool) -> Result<Box<dyn Port>, Por
         PortKind::VhostUser(v) => VhostUserPort::new(v.clone(), pool.clone())
             .map(|p| Box::new(p) as Box<dyn Port>)
             .map_err(|e| PortBuildError { name: cfg.name.clone(), reason: e.to_string() }),
+        PortKind::Vfio(v) => podwire_driver::nic::open_vfio_port(
+            v,
+            pool.clone(),
+            &podwire_driver::pci::Sysfs::system(),
+        )
+        .map_err(|e| PortBuildError { name: cfg.name.clone(), reason: e.to_string() }),
     }
 }
 

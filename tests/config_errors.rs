@@ -223,9 +223,28 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
             "ports[0].type: port type \"af-xdp\" is not implemented yet".into(),
         ),
         (
-            "vfio not implemented yet",
+            "vfio port with vhost-user keys",
             g.replacen("\"vhost-user\"", "\"vfio\"", 1),
-            "port type \"vfio\" is not implemented yet".into(),
+            "ports[0] (a): unknown field `socket`".into(),
+        ),
+        (
+            "vfio port with a bad PCI address",
+            g.replacen("type = \"vhost-user\"", "type = \"vfio\"\npci = \"01:32.0\"", 1).replacen(
+                "\nsocket = ",
+                "\n#socket = ",
+                1,
+            ),
+            "ports[0].pci: \"01:32.0\" is not a PCI address".into(),
+        ),
+        (
+            "vfio port with a bad ring size",
+            g.replacen(
+                "type = \"vhost-user\"",
+                "type = \"vfio\"\npci = \"01:10.0\"\nring_size = 100",
+                1,
+            )
+            .replacen("\nsocket = ", "\n#socket = ", 1),
+            "ports[0].ring_size: 100 is not a power of two in 8..=4096".into(),
         ),
         (
             "unknown port type",
