@@ -2,6 +2,7 @@
 //! (ixgbevf, iavf) slots in as a module plus one line in [`driver_for`].
 
 pub mod igbvf;
+pub mod virtio;
 
 use crate::mempool::Mempool;
 use crate::pci::{PciAddress, PciError, Sysfs};
@@ -33,7 +34,7 @@ pub enum NicError {
     #[error("mailbox: {0}")]
     Mailbox(#[from] igbvf::mbx::MailboxError),
     /// podwire has no driver for this device.
-    #[error("PCI device {addr} is {vendor:04x}:{device:04x}, which podwire has no driver for (supported: 8086:10ca 82576 VF, 8086:1520 I350 VF)")]
+    #[error("PCI device {addr} is {vendor:04x}:{device:04x}, which podwire has no driver for (supported: 8086:10ca 82576 VF, 8086:1520 I350 VF, 1af4:1041 virtio-net)")]
     Unsupported {
         /// The device.
         addr: PciAddress,
@@ -72,6 +73,7 @@ pub const DEFAULT_RING_SIZE: u16 = 512;
 pub fn driver_name(vendor: u16, device: u16) -> Option<&'static str> {
     match (vendor, device) {
         (0x8086, igbvf::DEVICE_82576_VF) | (0x8086, igbvf::DEVICE_I350_VF) => Some("igbvf"),
+        (virtio::regs::VENDOR, virtio::regs::DEVICE_NET_MODERN) => Some("virtio-net"),
         _ => None,
     }
 }
@@ -85,6 +87,7 @@ pub fn open_vfio_port(
     let dev = sysfs.device(cfg.pci)?;
     match driver_name(dev.vendor, dev.device) {
         Some("igbvf") => Ok(Box::new(igbvf::IgbVf::open(cfg, pool, sysfs)?)),
+        Some("virtio-net") => Ok(Box::new(virtio::VirtioNet::open(cfg, pool, sysfs)?)),
         _ => Err(NicError::Unsupported { addr: cfg.pci, vendor: dev.vendor, device: dev.device }),
     }
 }
@@ -99,6 +102,8 @@ mod tests {
     fn drivers_are_chosen_by_id() {
         assert_eq!(driver_name(0x8086, 0x10ca), Some("igbvf"));
         assert_eq!(driver_name(0x8086, 0x1520), Some("igbvf"));
+        assert_eq!(driver_name(0x1af4, 0x1041), Some("virtio-net"));
+        assert_eq!(driver_name(0x1af4, 0x1000), None, "legacy virtio-net is not supported");
         assert_eq!(driver_name(0x8086, 0x10c9), None);
     }
 
