@@ -6,6 +6,15 @@
 # powers off.
 #
 #   scripts/build-guest.sh OUTDIR      -> OUTDIR/vmlinuz, OUTDIR/initrd.img
+#   scripts/build-guest.sh OUTDIR vfio -> OUTDIR/vmlinuz, OUTDIR/initrd-vfio.img
+#
+# The vfio flavour (tests/vfio_qemu.rs) loads vfio-pci, igb/igbvf, virtio_net,
+# e1000e and 9p, mounts the host's root read-only over 9p (mount tag host0),
+# chroots into it with fresh /proc, /sys, /dev, /tmp and /run, runs the script named
+# by podwire.script=PATH (a host path) with the host's binaries, and ends QEMU
+# through isa-debug-exit (iobase 0xf4): exit status 33 when the script succeeded,
+# 3 when it failed. It prints "PODWIRE-RESULT: ok" or "PODWIRE-RESULT: FAIL ..."
+# too. Both flavours share the kernel download.
 #
 # Cached: the kernel package is downloaded (`apt-get download`, nothing is installed
 # on the host) and unpacked once; the initramfs is rebuilt only when this script
@@ -27,9 +36,16 @@
 #   progress lines start with "PODWIRE: ".
 set -euo pipefail
 
-out=${1:?usage: build-guest.sh OUTDIR}
+out=${1:?usage: build-guest.sh OUTDIR [vfio]}
+flavor=${2:-vhost}
 kpkg_wanted=${PODWIRE_GUEST_KERNEL_PKG:-}
-modules=(virtio_net)
+case $flavor in
+vhost) modules=(virtio_net); initrd=initrd.img; stamp=stamp ;;
+vfio)
+  modules=(vfio vfio_iommu_type1 vfio_pci igb igbvf virtio_net e1000e 9p 9pnet_virtio)
+  initrd=initrd-vfio.img; stamp=stamp-vfio ;;
+*) printf 'build-guest: unknown flavour %s (vhost or vfio)\n' "$flavor" >&2; exit 1 ;;
+esac
 
 log() { printf '[build-guest] %s\n' "$*" >&2; }
 die() { printf 'build-guest: %s\n' "$*" >&2; exit 1; }
@@ -41,7 +57,7 @@ exec 9>"$out/.lock"
 flock 9
 
 script_sum=$(sha256sum "$0" | cut -d' ' -f1)
-if [ -s "$out/vmlinuz" ] && [ -s "$out/initrd.img" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$script_sum" ]; then
+if [ -s "$out/vmlinuz" ] && [ -s "$out/$initrd" ] && [ "$(cat "$out/$stamp" 2>/dev/null)" = "$script_sum" ]; then
   exit 0
 fi
 
@@ -140,6 +156,45 @@ for name in "${order[@]}"; do
 done
 printf '%s\n' "${order[@]}" >"$root/lib/modules/order"
 
+if [ "$flavor" = vfio ]; then
+cat >"$root/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev 2>/dev/null
+say() { echo "PODWIRE: $*" >/dev/console; }
+# $1: 0 = pass; $2: the verdict line. isa-debug-exit: 0x10 -> QEMU exits 33, 0x01 -> 3.
+verdict() {
+  echo "PODWIRE-RESULT: $2" >/dev/console
+  sync
+  if [ "$1" = 0 ]; then printf '\020'; else printf '\001'; fi |
+    dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null
+  poweroff -f
+  sleep 10
+}
+script=
+for kv in $(cat /proc/cmdline); do
+  case $kv in podwire.script=*) script=${kv#*=} ;; esac
+done
+[ -n "$script" ] || verdict 1 "FAIL no podwire.script= on the kernel command line"
+for m in $(cat /lib/modules/order); do
+  insmod /lib/modules/$m.ko || verdict 1 "FAIL insmod $m"
+done
+mkdir -p /host
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 host0 /host ||
+  verdict 1 "FAIL cannot mount the host root (9p tag host0)"
+mount -t proc proc /host/proc && mount -t sysfs sys /host/sys &&
+  mount -t devtmpfs dev /host/dev && mount -t tmpfs tmp /host/tmp &&
+  mount -t tmpfs run /host/run || verdict 1 "FAIL mounts inside the host root"
+mkdir -p /host/dev/hugepages 2>/dev/null
+say "running $script"
+chroot /host /bin/sh "$script" </dev/null >/dev/console 2>&1
+rc=$?
+if [ $rc = 0 ]; then verdict 0 "ok"; else verdict 1 "FAIL $script exited with $rc"; fi
+INIT
+else
 cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s
@@ -264,10 +319,11 @@ client)
   ;;
 esac
 INIT
+fi
 chmod 0755 "$root/init"
 
 log "packing initramfs"
-(cd "$root" && find . | sort | "$busybox" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out/initrd.img.tmp"
-mv "$out/initrd.img.tmp" "$out/initrd.img"
-echo "$script_sum" >"$out/stamp"
-log "ok: $out/vmlinuz ($kver), $out/initrd.img ($(du -k "$out/initrd.img" | cut -f1) KiB)"
+(cd "$root" && find . | sort | "$busybox" cpio -o -H newc 2>/dev/null) | gzip -1 >"$out/$initrd.tmp"
+mv "$out/$initrd.tmp" "$out/$initrd"
+echo "$script_sum" >"$out/$stamp"
+log "ok: $out/vmlinuz ($kver), $out/$initrd ($(du -k "$out/$initrd" | cut -f1) KiB)"

@@ -1,0 +1,448 @@
+//! podwire's VFIO drivers on emulated hardware: a QEMU 10 guest (TCG, vIOMMU) with an
+//! emulated `igb` PF whose SR-IOV VFs the guest's igb driver creates. Inside the
+//! guest, podwire (built on the host, run from the host's root mounted read-only
+//! over 9p) binds a VF with `podwire pci bind` and owns it through VFIO with its
+//! igbvf driver, answering ARP and ICMP echo for 10.77.0.2 on both queue pairs; the
+//! guest kernel's igb PF netdev (10.77.0.1) pings it with ordinary and 9000-byte
+//! jumbo frames. The frames cross the VF's rings in both directions; the hub's pcap
+//! records them on the host. The guest script's verdict comes back as QEMU's exit
+//! status through isa-debug-exit, and the responder's counters on the console.
+//!
+//! Needs root, `qemu-system-x86_64` 10.x from bookworm-backports and busybox-static
+//! (`scripts/install-deps.sh`), and on the first run `apt-get download` of the guest
+//! kernel (`scripts/build-guest.sh target/guest vfio`). Guest addresses exist only
+//! inside the guest: nothing touches a host interface.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const QEMU: &str = "qemu-system-x86_64";
+const INSTALL_HINT: &str = "install it with `sudo scripts/install-deps.sh` (QEMU 10: \
+     `apt-get install -t bookworm-backports qemu-system-x86`)";
+/// Hard bound on the QEMU process, enforced by `timeout(1)` even if this test dies.
+const QEMU_LIFETIME_SECS: u32 = 200;
+/// isa-debug-exit status for a guest script that succeeded (0x10 << 1 | 1).
+const EXIT_PASS: i32 = 33;
+
+const PODWIRE: &str = env!("CARGO_BIN_EXE_podwire");
+
+fn read_lossy(p: &Path) -> String {
+    std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Checks that QEMU 10 is installed; fails (never skips) with how to install it.
+fn check_qemu() {
+    let out = match Command::new(QEMU).arg("--version").output() {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => panic!("`{QEMU} --version` failed ({}): {INSTALL_HINT}", o.status),
+        Err(e) => panic!("{QEMU} not found ({e}): {INSTALL_HINT}"),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let major = text
+        .split("version ")
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse::<u32>().ok());
+    assert!(matches!(major, Some(m) if m >= 10), "need QEMU 10, found {text:?}: {INSTALL_HINT}");
+}
+
+/// Builds (or finds cached) the guest kernel and the vfio initramfs.
+fn guest_image() -> (PathBuf, PathBuf) {
+    let dir = match std::env::var_os("PODWIRE_GUEST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("guest"),
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-guest.sh");
+    let out = Command::new("timeout")
+        .args(["600", "bash"])
+        .arg(&script)
+        .arg(&dir)
+        .arg("vfio")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/build-guest.sh");
+    assert!(
+        out.status.success(),
+        "{} {} vfio failed ({}):\n{}{}\n(it needs apt-get access to bookworm-backports and \
+         busybox-static: `sudo scripts/install-deps.sh`)",
+        script.display(),
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir.join("vmlinuz"), dir.join("initrd-vfio.img"))
+}
+
+/// A directory under the cargo target dir (the guest sees the host's root, but gets
+/// its own /tmp), removed unless the test fails.
+struct RunDir(PathBuf);
+
+impl RunDir {
+    fn new(tag: &str) -> Self {
+        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("vfio-qemu-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("(test files kept in {})", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The QEMU process (under `timeout`, in its own process group), killed on drop.
+struct Qemu {
+    child: Child,
+    serial: PathBuf,
+    stderr: PathBuf,
+    done: bool,
+}
+
+impl Qemu {
+    fn signal(&self, sig: libc::c_int) {
+        if self.done {
+            return;
+        }
+        // SAFETY: kill(2) on the process group our unreaped child leads
+        // (`process_group(0)`), so the id cannot have been reused.
+        unsafe { libc::kill(-(self.child.id() as libc::pid_t), sig) };
+    }
+
+    /// Waits for QEMU to exit; returns its exit code, or None after `limit`.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.done = true;
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    }
+
+    fn serial(&self) -> String {
+        read_lossy(&self.serial)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "--- guest serial (last lines) ---\n{}\n--- qemu stderr ---\n{}",
+            tail(&self.serial(), 80),
+            tail(&read_lossy(&self.stderr), 20)
+        )
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.signal(libc::SIGTERM);
+        if self.wait(Duration::from_secs(3)).is_none() {
+            self.signal(libc::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Boots the guest with the devices in `devices` and runs `script` (a host path).
+fn boot(dir: &Path, devices: &[&str], script: &Path) -> Qemu {
+    let (kernel, initrd) = guest_image();
+    let serial = dir.join("serial.log");
+    let stderr = dir.join("qemu.log");
+    let mut c = Command::new("timeout");
+    c.arg("--kill-after=5")
+        .arg(QEMU_LIFETIME_SECS.to_string())
+        .arg(QEMU)
+        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "1G"])
+        .args(["-machine", "q35"])
+        .args(["-device", "intel-iommu,intremap=on,aw-bits=48"]);
+    for d in devices {
+        c.args(d.split(' '));
+    }
+    c.args(["-virtfs", "local,path=/,mount_tag=host0,security_model=none,id=host0,readonly=on"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .arg("-append")
+        .arg(format!(
+            "console=ttyS0 quiet panic=-1 intel_iommu=on iommu=pt hugepages=64 \
+             podwire.script={}",
+            script.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .process_group(0);
+    let child = c.spawn().unwrap_or_else(|e| panic!("start {QEMU}: {e}"));
+    Qemu { child, serial, stderr, done: false }
+}
+
+/// The value of `key=` in a line.
+fn kv(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Shell helpers shared by the guest scripts (POSIX sh; the host's /bin/sh runs them).
+const SH_COMMON: &str = r#"
+say() { echo "PODWIRE: $*"; }
+fail() { echo "PODWIRE: FAIL $*"; [ -f /tmp/resp.log ] && cat /tmp/resp.log; exit 1; }
+find_dev() { # vendor device -> first PCI address
+  for d in /sys/bus/pci/devices/*; do
+    if [ "$(cat $d/vendor)" = "$1" ] && [ "$(cat $d/device)" = "$2" ]; then
+      echo "${d##*/}"; return 0
+    fi
+  done
+  return 1
+}
+wait_for_line() { # file pattern seconds
+  n=0
+  until grep -q "$2" "$1" 2>/dev/null; do
+    n=$((n + 1)); [ $n -gt $(($3 * 5)) ] && return 1
+    sleep 0.2
+  done
+}
+ping_ok() { # count size target [extra]
+  out=$(ping -c "$1" -s "$2" -i 0.2 -W 3 $4 "$3" 2>&1)
+  sum=$(echo "$out" | grep 'packets transmitted')
+  say "ping -s $2 $3: $sum"
+  echo "$sum" | grep -q ' 0% packet loss'
+}
+"#;
+
+#[test]
+fn igbvf_answers_the_guest_kernel_through_vfio() {
+    check_qemu();
+    let dir = RunDir::new("igbvf");
+    let responder = Path::new(PODWIRE).parent().unwrap().join("examples/vfio_responder");
+    assert!(
+        responder.exists(),
+        "{} is missing: `cargo test` builds it (examples/vfio_responder.rs)",
+        responder.display()
+    );
+    let script = dir.0.join("guest.sh");
+    let body = format!(
+        r#"{SH_COMMON}
+PODWIRE={podwire}
+RESPONDER={responder}
+pf=$(find_dev 0x8086 0x10c9) || fail "no igb PF (8086:10c9) in the guest"
+n=0
+while [ ! -d /sys/bus/pci/devices/$pf/net ]; do
+  n=$((n + 1)); [ $n -gt 100 ] && fail "igb PF $pf has no netdev"; sleep 0.2
+done
+pfif=$(ls /sys/bus/pci/devices/$pf/net | head -1)
+ip link set lo up
+ip link set "$pfif" up || fail "ip link set $pfif up"
+ip addr add 10.77.0.1/24 dev "$pfif"
+echo 2 > /sys/bus/pci/devices/$pf/sriov_numvfs || fail "cannot create VFs on $pf"
+ip link set "$pfif" vf 0 mac 02:00:00:77:00:02 || fail "cannot set the VF's MAC"
+vf=$(basename "$(readlink /sys/bus/pci/devices/$pf/virtfn0)")
+say "PF $pf ($pfif) VF $vf"
+# The kernel's igbvf has the VF now: podwire must take it away.
+n=0
+while [ ! -e /sys/bus/pci/devices/$vf/driver ]; do
+  n=$((n + 1)); [ $n -gt 50 ] && break; sleep 0.2
+done
+say "VF driver before: $(basename "$(readlink /sys/bus/pci/devices/$vf/driver)" 2>/dev/null)"
+$PODWIRE pci list
+$PODWIRE pci bind "$vf" || fail "podwire pci bind $vf"
+$PODWIRE pci list | grep "$vf" | grep -q vfio-pci || fail "$vf is not on vfio-pci after bind"
+$RESPONDER "$vf" 10.77.0.2 2 9216 /tmp/stop >/tmp/resp.log 2>&1 &
+rpid=$!
+wait_for_line /tmp/resp.log 'RESPONDER: \(ready\|error\)' 60 || fail "responder never got ready"
+grep -q 'RESPONDER: ready' /tmp/resp.log || fail "responder: $(cat /tmp/resp.log)"
+say "$(grep 'RESPONDER: ready' /tmp/resp.log)"
+n=0
+until ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; do
+  n=$((n + 1)); [ $n -ge 20 ] && fail "10.77.0.2 (podwire's VF) never answered"
+done
+say "first answer after $n unanswered pings"
+ping_ok 10 56 10.77.0.2 || fail "ping loss through the VF"
+ip link set "$pfif" mtu 9000 || fail "PF mtu 9000"
+ping_ok 3 8972 10.77.0.2 "-M do" || fail "jumbo ping loss through the VF"
+touch /tmp/stop
+wait $rpid || fail "responder exited with $?"
+cat /tmp/resp.log
+$PODWIRE pci unbind "$vf" || fail "podwire pci unbind $vf"
+say "VF driver after unbind: $(basename "$(readlink /sys/bus/pci/devices/$vf/driver)" 2>/dev/null)"
+exit 0
+"#,
+        podwire = PODWIRE,
+        responder = responder.display(),
+    );
+    std::fs::write(&script, body).unwrap();
+    let pcap = dir.0.join("hub.pcap");
+    let start = Instant::now();
+    let mut q = boot(
+        &dir.0,
+        &[
+            "-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1",
+            "-netdev hubport,id=n0,hubid=0",
+            "-device igb,bus=rp1,netdev=n0,mac=52:54:00:77:00:01",
+            &format!("-object filter-dump,id=d0,netdev=n0,file={}", pcap.display()),
+        ],
+        &script,
+    );
+    let code = q.wait(Duration::from_secs(QEMU_LIFETIME_SECS as u64 + 10));
+    let serial = q.serial();
+    println!("guest finished in {:.1} s\n{}", start.elapsed().as_secs_f64(), tail(&serial, 60));
+    assert_eq!(code, Some(EXIT_PASS), "guest verdict (33 = pass)\n{}", q.describe());
+    let done = serial
+        .lines()
+        .find(|l| l.contains("RESPONDER: done"))
+        .unwrap_or_else(|| panic!("no responder summary\n{}", q.describe()));
+    let get = |k: &str| kv(done, k).unwrap_or_else(|| panic!("no {k}= in {done:?}"));
+    assert!(get("arp") >= 1, "the VF answered no ARP request: {done}");
+    assert!(get("icmp") >= 13, "10 + 3 jumbo echo requests answered at least: {done}");
+    assert!(get("jumbo") >= 3, "jumbo frames crossed the VF: {done}");
+    assert_eq!(get("errors"), 0, "{done}");
+    assert!(get("vf_rx_packets") >= get("rx"), "the VF's own counters saw the frames: {done}");
+    assert!(get("vf_tx_packets") >= get("tx") && get("tx") >= 14, "{done}");
+    // Both directions on the hub: echo replies from the VF's MAC reached the wire.
+    let cap = std::fs::read(&pcap).unwrap_or_default();
+    let vf_mac = [0x02, 0x00, 0x00, 0x77, 0x00, 0x02];
+    let from_vf = cap.windows(12).filter(|w| w[6..12] == vf_mac).count();
+    assert!(from_vf >= 1, "no frame from the VF's MAC in the hub's pcap ({} bytes)", cap.len());
+}
+
+/// The daemon path: `podwire run` cross-connects the VF and a virtio-net function,
+/// both owned through VFIO. The guest kernel's igb PF netdev (10.78.0.1, root
+/// namespace) reaches an e1000e netdev (10.78.0.2, namespace `peer`) only through
+/// podwire: PF -> (igb's internal switch) VF -> podwire -> virtio-net -> hub 1 ->
+/// e1000e, and back. The e1000e carries the VF's MAC, so the PF's frames for it are
+/// switched to the VF, and the replies leave the VF with its own source MAC.
+#[test]
+fn daemon_cross_connects_igbvf_and_virtio_net() {
+    check_qemu();
+    let dir = RunDir::new("xconnect");
+    let script = dir.0.join("guest.sh");
+    let body = format!(
+        r#"{SH_COMMON}
+PODWIRE={podwire}
+M=02:00:00:78:00:02
+pf=$(find_dev 0x8086 0x10c9) || fail "no igb PF (8086:10c9) in the guest"
+vio=$(find_dev 0x1af4 0x1041) || fail "no virtio-net (1af4:1041) in the guest"
+e1k=$(find_dev 0x8086 0x10d3) || fail "no e1000e (8086:10d3) in the guest"
+n=0
+while [ ! -d /sys/bus/pci/devices/$pf/net ] || [ ! -d /sys/bus/pci/devices/$e1k/net ]; do
+  n=$((n + 1)); [ $n -gt 100 ] && fail "igb PF or e1000e has no netdev"; sleep 0.2
+done
+pfif=$(ls /sys/bus/pci/devices/$pf/net | head -1)
+e1kif=$(ls /sys/bus/pci/devices/$e1k/net | head -1)
+ip link set lo up
+ip link set "$pfif" up mtu 9000 || fail "PF up"
+ip addr add 10.78.0.1/24 dev "$pfif"
+echo 1 > /sys/bus/pci/devices/$pf/sriov_numvfs || fail "cannot create a VF on $pf"
+ip link set "$pfif" vf 0 mac $M || fail "cannot set the VF's MAC"
+vf=$(basename "$(readlink /sys/bus/pci/devices/$pf/virtfn0)")
+ip netns add peer || fail "ip netns add"
+ip link set "$e1kif" netns peer || fail "move $e1kif to netns peer"
+ip -n peer link set lo up
+ip -n peer link set "$e1kif" address $M mtu 9000 up || fail "peer link"
+ip -n peer addr add 10.78.0.2/24 dev "$e1kif"
+say "PF $pf ($pfif) VF $vf virtio $vio e1000e $e1k ($e1kif, netns peer)"
+# The virtio function still has the kernel's virtio_net; its interface is down.
+$PODWIRE pci bind "$vf" || fail "podwire pci bind $vf"
+$PODWIRE pci bind "$vio" || fail "podwire pci bind $vio"
+$PODWIRE pci list
+cat > /run/podwire.toml <<CFG
+control_socket = "/run/podwire.sock"
+[memory]
+buffers = 4096
+buffer_size = 9216
+[workers]
+cores = [1]
+[[ports]]
+name = "vf"
+type = "vfio"
+pci = "$vf"
+[[ports]]
+name = "virtio"
+type = "vfio"
+pci = "$vio"
+ring_size = 256
+[[xconnect]]
+ports = ["vf", "virtio"]
+CFG
+RUST_LOG=info $PODWIRE run -c /run/podwire.toml >/tmp/resp.log 2>&1 &
+dpid=$!
+wait_for_line /tmp/resp.log 'control socket ready\|error' 60 || fail "podwire never got ready"
+grep -q 'control socket ready' /tmp/resp.log || fail "podwire did not start"
+n=0
+until ping -c 1 -W 1 10.78.0.2 >/dev/null 2>&1; do
+  n=$((n + 1)); [ $n -ge 20 ] && fail "10.78.0.2 never answered through podwire"
+done
+say "first answer after $n unanswered pings"
+ping_ok 10 56 10.78.0.2 || fail "ping loss through podwire"
+ping_ok 3 8972 10.78.0.2 "-M do" || fail "jumbo ping loss through podwire"
+$PODWIRE stats --socket /run/podwire.sock --json | sed 's/^/PODWIRE-STATS: /'
+kill -TERM $dpid
+wait $dpid || fail "podwire exited with $?"
+cat /tmp/resp.log
+$PODWIRE pci unbind "$vio" || fail "podwire pci unbind $vio"
+say "virtio driver after unbind: $(basename "$(readlink /sys/bus/pci/devices/$vio/driver)" 2>/dev/null)"
+exit 0
+"#,
+        podwire = PODWIRE,
+    );
+    std::fs::write(&script, body).unwrap();
+    let start = Instant::now();
+    let mut q = boot(
+        &dir.0,
+        &[
+            "-device pcie-root-port,id=rp1,bus=pcie.0,chassis=1",
+            "-device pcie-root-port,id=rp2,bus=pcie.0,chassis=2",
+            "-device pcie-root-port,id=rp3,bus=pcie.0,chassis=3",
+            "-netdev hubport,id=n0,hubid=0",
+            "-device igb,bus=rp1,netdev=n0,mac=52:54:00:78:00:01",
+            "-netdev hubport,id=n1,hubid=1",
+            "-device virtio-net-pci,bus=rp2,netdev=n1,mac=52:54:00:78:00:03,\
+             disable-legacy=on,iommu_platform=on,ats=on",
+            "-netdev hubport,id=n2,hubid=1",
+            "-device e1000e,bus=rp3,netdev=n2,mac=52:54:00:78:00:04",
+        ],
+        &script,
+    );
+    let code = q.wait(Duration::from_secs(QEMU_LIFETIME_SECS as u64 + 10));
+    let serial = q.serial();
+    println!("guest finished in {:.1} s\n{}", start.elapsed().as_secs_f64(), tail(&serial, 60));
+    assert_eq!(code, Some(EXIT_PASS), "guest verdict (33 = pass)\n{}", q.describe());
+    let json = serial
+        .lines()
+        .find_map(|l| l.split_once("PODWIRE-STATS: ").map(|(_, j)| j.to_string()))
+        .unwrap_or_else(|| panic!("no stats line\n{}", q.describe()));
+    let stats: podwire::control::StatsResponse =
+        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("stats {json:?}: {e}"));
+    for p in &stats.ports {
+        assert_eq!(p.kind, "vfio", "{p:?}");
+        assert_eq!(p.link, "up", "{p:?}");
+        // 10 + 3 jumbo echo requests one way, as many replies the other way.
+        assert!(p.rx_packets >= 13 && p.tx_packets >= 13, "{p:?}");
+        assert_eq!(p.errors, 0, "{p:?}");
+    }
+    assert_eq!(stats.ports.len(), 2);
+}
