@@ -7,12 +7,14 @@
 //! - [`signals`]: SIGINT/SIGTERM, collected synchronously.
 //! - [`daemon`]: `podwire run`, tying the above together.
 //! - [`doctor`]: `podwire doctor`, the host readiness checks.
+//! - [`echo`]: `podwire pci echo`, an ARP/ping responder on a VFIO port.
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod doctor;
+pub mod echo;
 pub mod engine;
 pub mod ports;
 pub mod signals;

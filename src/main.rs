@@ -68,6 +68,30 @@ enum PciCommand {
         /// PCI address, e.g. 0000:01:10.0.
         addr: String,
     },
+    /// Own a function (bound to vfio-pci) and answer ARP and ping for an IPv4
+    /// address until Ctrl-C: checks a VF's wiring without a config.
+    Echo {
+        /// PCI address, e.g. 0000:01:10.0.
+        addr: String,
+        /// IPv4 address to answer for.
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// Queue pairs to poll.
+        #[arg(long, default_value_t = 1)]
+        queues: u16,
+        /// Bytes of packet data per buffer (9216 for 9000-byte jumbo frames).
+        #[arg(long, default_value_t = 2048)]
+        buffer_size: usize,
+        /// MAC address to use instead of the device's (or the PF's choice).
+        #[arg(long)]
+        mac: Option<String>,
+        /// Stop when this file appears.
+        #[arg(long)]
+        stop_file: Option<PathBuf>,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
 }
 
 /// Prints an error as one line and returns failure.
@@ -201,6 +225,30 @@ fn pci(command: PciCommand) -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
+                Err(e) => fail(e),
+            }
+        }
+        PciCommand::Echo { addr, ip, queues, buffer_size, mac, stop_file, seconds } => {
+            let pci = match parse(&addr) {
+                Ok(a) => a,
+                Err(e) => return fail(e),
+            };
+            let mac = match mac.map(|m| m.parse()).transpose() {
+                Ok(m) => m,
+                Err(e) => return fail(format!("--mac: {e}")),
+            };
+            init_logging(None);
+            let o = podwire::echo::EchoOptions {
+                pci,
+                ip,
+                queues,
+                buffer_size,
+                mac,
+                stop_file,
+                duration: seconds.map(std::time::Duration::from_secs),
+            };
+            match podwire::echo::run(&o) {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }

@@ -2,7 +2,8 @@
 //! emulated `igb` PF whose SR-IOV VFs the guest's igb driver creates. Inside the
 //! guest, podwire (built on the host, run from the host's root mounted read-only
 //! over 9p) binds a VF with `podwire pci bind` and owns it through VFIO with its
-//! igbvf driver, answering ARP and ICMP echo for 10.77.0.2 on both queue pairs; the
+//! igbvf driver (`podwire pci echo`: ARP and ICMP echo for 10.77.0.2 on both queue
+//! pairs); the
 //! guest kernel's igb PF netdev (10.77.0.1) pings it with ordinary and 9000-byte
 //! jumbo frames. The frames cross the VF's rings in both directions, counted by the
 //! responder and by the VF's own statistics registers.
@@ -241,17 +242,10 @@ ping_ok() { # count size target [extra]
 fn igbvf_answers_the_guest_kernel_through_vfio() {
     check_qemu();
     let dir = RunDir::new("igbvf");
-    let responder = Path::new(PODWIRE).parent().unwrap().join("examples/vfio_responder");
-    assert!(
-        responder.exists(),
-        "{} is missing: `cargo test` builds it (examples/vfio_responder.rs)",
-        responder.display()
-    );
     let script = dir.0.join("guest.sh");
     let body = format!(
         r#"{SH_COMMON}
 PODWIRE={podwire}
-RESPONDER={responder}
 pf=$(find_dev 0x8086 0x10c9) || fail "no igb PF (8086:10c9) in the guest"
 n=0
 while [ ! -d /sys/bus/pci/devices/$pf/net ]; do
@@ -274,12 +268,22 @@ while [ ! -e /sys/bus/pci/devices/$vf/driver ]; do
 done
 say "VF driver before: $(basename "$(readlink /sys/bus/pci/devices/$vf/driver)" 2>/dev/null)"
 $PODWIRE pci list
+# A VF whose kernel interface is up is in use: podwire must refuse it and say how.
+vf1=$(basename "$(readlink /sys/bus/pci/devices/$pf/virtfn1)")
+vf1if=$(ls /sys/bus/pci/devices/$vf1/net | head -1)
+ip link set "$vf1if" up
+if $PODWIRE pci bind "$vf1" 2>/tmp/refused; then fail "podwire bound $vf1 whose $vf1if is up"; fi
+say "refused: $(cat /tmp/refused)"
+grep -q "ip link set $vf1if down" /tmp/refused || fail "the refusal does not say how to fix it"
 $PODWIRE pci bind "$vf" || fail "podwire pci bind $vf"
 $PODWIRE pci list | grep "$vf" | grep -q vfio-pci || fail "$vf is not on vfio-pci after bind"
-$RESPONDER "$vf" 10.77.0.2 2 9216 /tmp/stop >/tmp/resp.log 2>&1 &
+# Everything VFIO needs is here (hugepages, vIOMMU, vfio modules): doctor must agree.
+$PODWIRE doctor || fail "podwire doctor reports a failure in a ready guest"
+$PODWIRE pci echo "$vf" --ip 10.77.0.2 --queues 2 --buffer-size 9216 --stop-file /tmp/stop \
+  >/tmp/resp.log 2>&1 &
 rpid=$!
-wait_for_line /tmp/resp.log 'RESPONDER: \(ready\|error\)' 60 || fail "responder never got ready"
-grep -q 'RESPONDER: ready' /tmp/resp.log || fail "responder: $(cat /tmp/resp.log)"
+wait_for_line /tmp/resp.log 'RESPONDER: ready\|error' 60 || fail "podwire pci echo never got ready"
+grep -q 'RESPONDER: ready' /tmp/resp.log || fail "podwire pci echo: $(cat /tmp/resp.log)"
 say "$(grep 'RESPONDER: ready' /tmp/resp.log)"
 n=0
 until ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; do
@@ -289,14 +293,13 @@ say "first answer after $n unanswered pings"
 ping_ok 10 56 10.77.0.2 || fail "ping loss through the VF"
 ping_ok 3 8972 10.77.0.2 "-M do" || fail "jumbo ping loss through the VF"
 touch /tmp/stop
-wait $rpid || fail "responder exited with $?"
+wait $rpid || fail "podwire pci echo exited with $?"
 cat /tmp/resp.log
 $PODWIRE pci unbind "$vf" || fail "podwire pci unbind $vf"
 say "VF driver after unbind: $(basename "$(readlink /sys/bus/pci/devices/$vf/driver)" 2>/dev/null)"
 exit 0
 "#,
         podwire = PODWIRE,
-        responder = responder.display(),
     );
     std::fs::write(&script, body).unwrap();
     // PF <-> VF frames are switched inside the igb (its VMDq loopback) and never
@@ -325,6 +328,11 @@ exit 0
     assert!(get("icmp") >= 13, "10 + 3 jumbo echo requests answered at least: {done}");
     assert!(get("jumbo") >= 3, "jumbo frames crossed the VF: {done}");
     assert_eq!(get("errors"), 0, "{done}");
+    // Replies alternate between the two tx queues: both queue pairs carried frames.
+    assert!(get("q0_tx") >= 1 && get("q1_tx") >= 1, "both tx queues used: {done}");
+    assert!(serial.contains("RESPONDER: mailbox SET_VLAN 100 ok, SET_MULTICAST 1 ok"));
+    assert!(serial.contains("refused: podwire: error: PCI device"), "bind refusal missing");
+    assert!(serial.contains("ok   VFIO: vfio, vfio_iommu_type1 and vfio_pci are loaded"));
     assert!(get("vf_rx_packets") >= get("rx"), "the VF's own counters saw the frames: {done}");
     assert!(get("vf_tx_packets") >= get("tx") && get("tx") >= 14, "{done}");
 }

@@ -1,24 +1,23 @@
-//! A tiny host on a VFIO port, for tests/vfio_qemu.rs: owns one NIC function
-//! through podwire's VFIO drivers and answers ARP requests and ICMP echo requests
-//! for one IPv4 address, on every queue, until a stop file appears. Then it prints
-//! one summary line and exits with status 0.
+//! `podwire pci echo`: a diagnostic that owns one NIC function through podwire's
+//! VFIO drivers and answers ARP requests and ICMP echo requests for one IPv4 address
+//! on every queue (replies leave on the tx queues in turn), like testpmd's `icmpecho`
+//! mode. An operator checks a VF's wiring with it; tests/vfio_qemu.rs checks the
+//! drivers with it.
 //!
-//! ```text
-//! vfio_responder PCI_ADDR IPV4 QUEUES BUFFER_SIZE STOP_FILE [MAC]
-//! ```
-//!
-//! Lines: `RESPONDER: ready ...` once the port is up, `RESPONDER: done rx=.. tx=..
-//! arp=.. icmp=.. jumbo=.. other=.. errors=.. <driver stats>` at the end.
+//! Lines printed: `RESPONDER: ready ...` once the port is up, then at the end
+//! `RESPONDER: done rx=.. tx=.. arp=.. icmp=.. jumbo=.. other=.. errors=..
+//! q0_rx=.. q0_tx=.. ...` plus the VF's own statistics registers for igbvf.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::process::ExitCode;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use podwire_driver::nic::igbvf::IgbVf;
 use podwire_driver::nic::{self, VfioPortConfig, DEFAULT_RING_SIZE};
-use podwire_driver::pci::Sysfs;
+use podwire_driver::pci::{PciAddress, Sysfs};
 use podwire_driver::{MacAddr, Mempool, MempoolConfig, PacketBuf, Port};
+
+use crate::signals::ShutdownSignals;
 
 #[derive(Default)]
 struct Tally {
@@ -91,38 +90,31 @@ fn answer(buf: &mut PacketBuf, mac: MacAddr, ip: Ipv4Addr, t: &mut Tally) -> boo
     true
 }
 
-fn main() -> ExitCode {
-    let a: Vec<String> = std::env::args().collect();
-    if a.len() < 6 {
-        eprintln!("usage: vfio_responder PCI_ADDR IPV4 QUEUES BUFFER_SIZE STOP_FILE [MAC]");
-        return ExitCode::from(2);
-    }
-    let result = run(&a[1], &a[2], &a[3], &a[4], Path::new(&a[5]), a.get(6));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            println!("RESPONDER: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+/// What `podwire pci echo` is asked to do.
+#[derive(Debug, Clone)]
+pub struct EchoOptions {
+    /// The NIC function (bound to vfio-pci).
+    pub pci: PciAddress,
+    /// The IPv4 address to answer for.
+    pub ip: Ipv4Addr,
+    /// Queue pairs to poll.
+    pub queues: u16,
+    /// Bytes of packet data per buffer (9216 for jumbo frames).
+    pub buffer_size: usize,
+    /// MAC to use instead of the device's.
+    pub mac: Option<MacAddr>,
+    /// Stop when this file exists.
+    pub stop_file: Option<PathBuf>,
+    /// Stop after this long.
+    pub duration: Option<Duration>,
 }
 
-fn run(
-    pci: &str,
-    ip: &str,
-    queues: &str,
-    buffer_size: &str,
-    stop: &Path,
-    mac: Option<&String>,
-) -> Result<(), String> {
-    let pci = pci.parse().map_err(|e| format!("{e}"))?;
-    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("{ip}: {e}"))?;
-    let queues: u16 = queues.parse().map_err(|e| format!("queues: {e}"))?;
-    let data_room: usize = buffer_size.parse().map_err(|e| format!("buffer size: {e}"))?;
-    let mac = match mac {
-        Some(m) => Some(m.parse::<MacAddr>()?),
-        None => None,
-    };
+/// Owns the function and answers until SIGINT/SIGTERM, the stop file or the
+/// duration. Prints `RESPONDER: ready ...` when up and `RESPONDER: done ...` at the end.
+pub fn run(o: &EchoOptions) -> Result<(), String> {
+    let signals = ShutdownSignals::block().map_err(|e| format!("signals: {e}"))?;
+    let (pci, ip, queues, data_room, mac) = (o.pci, o.ip, o.queues, o.buffer_size, o.mac);
+    let started = Instant::now();
     let pool = Mempool::hugepages(MempoolConfig { count: 4096, data_room, headroom: 128 })
         .map_err(|e| e.to_string())?;
     let cfg = VfioPortConfig { name: "vf".into(), pci, queues, mac, ring_size: DEFAULT_RING_SIZE };
@@ -136,10 +128,17 @@ fn run(
     } else {
         other = Some(nic::open_vfio_port(&cfg, pool.clone(), &sysfs).map_err(|e| e.to_string())?);
     }
+    if let Some(p) = &mut igb {
+        // The PF must accept a VLAN filter and a multicast list from this VF.
+        let mc = [MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb])];
+        p.set_vlan(100, true).map_err(|e| format!("SET_VLAN: {e}"))?;
+        p.set_multicast(&mc).map_err(|e| format!("SET_MULTICAST: {e}"))?;
+        println!("RESPONDER: mailbox SET_VLAN 100 ok, SET_MULTICAST 1 ok");
+    }
     let port: &mut dyn Port = match (&mut igb, &mut other) {
         (Some(p), _) => p,
         (None, Some(p)) => p.as_mut(),
-        _ => unreachable!(),
+        _ => return Err("no port was opened".into()),
     };
     let info = port.info();
     println!(
@@ -152,6 +151,7 @@ fn run(
     let mut rx: Vec<PacketBuf> = Vec::with_capacity(64);
     let mut tx: Vec<PacketBuf> = Vec::with_capacity(64);
     let mut last_check = Instant::now();
+    let mut bursts = 0u16;
     loop {
         let mut moved = 0;
         for q in 0..info.queues {
@@ -161,9 +161,15 @@ fn run(
                     tx.push(b);
                 }
             }
+            if tx.is_empty() {
+                continue;
+            }
+            // Replies leave on every tx queue in turn, so each queue pair carries some.
+            let out_q = bursts % info.queues;
+            bursts = bursts.wrapping_add(1);
             let mut tries = 0;
             while !tx.is_empty() && tries < 1000 {
-                if port.tx_burst(q, &mut tx) == 0 {
+                if port.tx_burst(out_q, &mut tx) == 0 {
                     tries += 1;
                     std::thread::sleep(Duration::from_micros(100));
                 }
@@ -178,12 +184,22 @@ fn run(
         }
         if last_check.elapsed() > Duration::from_millis(100) {
             last_check = Instant::now();
-            if stop.exists() {
+            if o.stop_file.as_ref().is_some_and(|f| f.exists())
+                || o.duration.is_some_and(|d| started.elapsed() > d)
+                || signals.wait(Duration::ZERO).is_some()
+            {
                 break;
             }
         }
     }
-    let c = port.counters().total();
+    let counters = port.counters();
+    let per_queue: Vec<String> = (0..info.queues)
+        .map(|q| {
+            let s = counters.queue(q).snapshot();
+            format!("q{q}_rx={} q{q}_tx={}", s.rx_packets, s.tx_packets)
+        })
+        .collect();
+    let c = counters.total();
     let stats = match &igb {
         Some(p) => {
             let s = p.stats();
@@ -195,8 +211,15 @@ fn run(
         None => String::new(),
     };
     println!(
-        "RESPONDER: done rx={} tx={} arp={} icmp={} jumbo={} other={} errors={} {stats}",
-        c.rx_packets, c.tx_packets, t.arp, t.icmp, t.jumbo, t.other, c.errors
+        "RESPONDER: done rx={} tx={} arp={} icmp={} jumbo={} other={} errors={} {} {stats}",
+        c.rx_packets,
+        c.tx_packets,
+        t.arp,
+        t.icmp,
+        t.jumbo,
+        t.other,
+        c.errors,
+        per_queue.join(" ")
     );
     Ok(())
 }
