@@ -184,6 +184,8 @@ pub fn run(o: &EchoOptions) -> Result<(), String> {
         }
         if last_check.elapsed() > Duration::from_millis(100) {
             last_check = Instant::now();
+            // Also how a port notices a reset of its PF (igbvf).
+            let _ = port.link_up();
             if o.stop_file.as_ref().is_some_and(|f| f.exists())
                 || o.duration.is_some_and(|d| started.elapsed() > d)
                 || signals.wait(Duration::ZERO).is_some()
@@ -204,8 +206,12 @@ pub fn run(o: &EchoOptions) -> Result<(), String> {
         Some(p) => {
             let s = p.stats();
             format!(
-                "vf_rx_packets={} vf_tx_packets={} vf_rx_bytes={} vf_tx_bytes={}",
-                s.rx_packets, s.tx_packets, s.rx_bytes, s.tx_bytes
+                "vf_rx_packets={} vf_tx_packets={} vf_rx_bytes={} vf_tx_bytes={} pf_resets={}",
+                s.rx_packets,
+                s.tx_packets,
+                s.rx_bytes,
+                s.tx_bytes,
+                p.resets()
             )
         }
         None => String::new(),

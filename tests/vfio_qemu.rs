@@ -253,8 +253,7 @@ while [ ! -d /sys/bus/pci/devices/$pf/net ]; do
 done
 pfif=$(ls /sys/bus/pci/devices/$pf/net | head -1)
 ip link set lo up
-# MTU first: an igb PF resets on an MTU change, and that stops its VFs' queues until
-# their driver redoes the reset handshake (podwire's igbvf does not watch for that).
+# MTU first (an igb PF resets on an MTU change: tested below, on purpose).
 ip link set "$pfif" up mtu 9000 || fail "ip link set $pfif up mtu 9000"
 ip addr add 10.77.0.1/24 dev "$pfif"
 echo 2 > /sys/bus/pci/devices/$pf/sriov_numvfs || fail "cannot create VFs on $pf"
@@ -292,6 +291,16 @@ done
 say "first answer after $n unanswered pings"
 ping_ok 10 56 10.77.0.2 || fail "ping loss through the VF"
 ping_ok 3 8972 10.77.0.2 "-M do" || fail "jumbo ping loss through the VF"
+# Reset the PF under podwire (two MTU changes): its VF's queues stop, and podwire
+# must notice through the mailbox and restart the VF by itself.
+ip link set "$pfif" mtu 1500 && ip link set "$pfif" mtu 9000 || fail "PF MTU bounce"
+n=0
+until ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1; do
+  n=$((n + 1)); [ $n -ge 30 ] && fail "the VF never answered again after the PF reset"
+done
+say "answers again after the PF reset ($n unanswered pings)"
+ping_ok 5 56 10.77.0.2 || fail "ping loss after the PF reset"
+ping_ok 2 8972 10.77.0.2 "-M do" || fail "jumbo ping loss after the PF reset"
 touch /tmp/stop
 wait $rpid || fail "podwire pci echo exited with $?"
 cat /tmp/resp.log
@@ -325,16 +334,18 @@ exit 0
         .unwrap_or_else(|| panic!("no responder summary\n{}", q.describe()));
     let get = |k: &str| kv(done, k).unwrap_or_else(|| panic!("no {k}= in {done:?}"));
     assert!(get("arp") >= 1, "the VF answered no ARP request: {done}");
-    assert!(get("icmp") >= 13, "10 + 3 jumbo echo requests answered at least: {done}");
-    assert!(get("jumbo") >= 3, "jumbo frames crossed the VF: {done}");
+    assert!(get("icmp") >= 21, "10 + 3 jumbo + 1 + 5 + 2 jumbo echo requests: {done}");
+    assert!(get("jumbo") >= 5, "jumbo frames crossed the VF: {done}");
+    assert!(get("pf_resets") >= 1, "podwire restarted the VF after the PF reset: {done}");
     assert_eq!(get("errors"), 0, "{done}");
     // Replies alternate between the two tx queues: both queue pairs carried frames.
     assert!(get("q0_tx") >= 1 && get("q1_tx") >= 1, "both tx queues used: {done}");
     assert!(serial.contains("RESPONDER: mailbox SET_VLAN 100 ok, SET_MULTICAST 1 ok"));
     assert!(serial.contains("refused: podwire: error: PCI device"), "bind refusal missing");
     assert!(serial.contains("ok   VFIO: vfio, vfio_iommu_type1 and vfio_pci are loaded"));
-    assert!(get("vf_rx_packets") >= get("rx"), "the VF's own counters saw the frames: {done}");
-    assert!(get("vf_tx_packets") >= get("tx") && get("tx") >= 14, "{done}");
+    // The VF's own statistics registers count too (a PF reset may clear them).
+    assert!(get("vf_rx_packets") >= 7 && get("vf_tx_packets") >= 7, "{done}");
+    assert!(get("tx") >= 22, "{done}");
 }
 
 /// The daemon path: `podwire run` cross-connects the VF and a virtio-net function,

@@ -2,11 +2,19 @@
 //! VF (8086:1520): VF reset and the PF mailbox handshake, advanced rx/tx descriptor
 //! rings on both queue pairs, link status, the VF statistics registers and jumbo
 //! frames (SET_LPE). No interrupts: every queue is polled.
+//!
+//! When the PF resets (an MTU change on the PF, a PF driver reload) it stops the
+//! VF's queues and signals it through the mailbox (RSTI/RSTD, or a control message).
+//! [`Port::link_up`], which the engine calls periodically, notices that and reports
+//! the link down; the next `rx_burst` then redoes the VF reset, the RESET handshake,
+//! the MAC and SET_LPE, and restarts the rings (VLAN and multicast filters set
+//! earlier are not replayed).
 
 pub mod mbx;
 pub mod regs;
 pub mod ring;
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +41,8 @@ pub const MAX_FRAME: usize = 9000 + 14 + 4;
 /// How long one mailbox step may take (the PF is a kernel driver answering from
 /// its interrupt handler; under an emulator that is slow).
 const MBX_TIMEOUT: Duration = Duration::from_secs(3);
+/// Least time between two recovery attempts after a PF reset.
+const RECOVERY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The VF's statistics registers (32-bit, wrapping, never reset by software).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +68,12 @@ pub struct IgbVf {
     tx: Vec<TxRing>,
     counters: Arc<PortCounters>,
     mbx: Mailbox,
+    bsize_kib: u32,
+    max_frame: u32,
+    /// Set by `link_up` when the PF signalled a reset; cleared by a recovery.
+    needs_reset: Cell<bool>,
+    last_recovery: Instant,
+    resets: u64,
     bar: Bar,
     // Dropped after the rings (their buffers) and the BAR; the device (and its DMA
     // mappings) go last but one, the ring memory last.
@@ -206,6 +222,11 @@ impl IgbVf {
             tx,
             counters,
             mbx,
+            bsize_kib: bsize_kib as u32,
+            max_frame,
+            needs_reset: Cell::new(false),
+            last_recovery: Instant::now(),
+            resets: 0,
             bar,
             device,
             _ring_mem: ring_mem,
@@ -294,6 +315,58 @@ impl IgbVf {
     pub fn pci(&self) -> crate::pci::PciAddress {
         self.device.addr()
     }
+
+    /// How many times the port recovered from a PF reset.
+    pub fn resets(&self) -> u64 {
+        self.resets
+    }
+
+    /// Restarts the VF after a PF reset: queues off, VF reset and RESET handshake,
+    /// MAC and SET_LPE again, rings refilled and enabled.
+    fn recover(&mut self) -> Result<(), NicError> {
+        for q in 0..self.queues as usize {
+            self.bar.write32(rxdctl(q), 0);
+            self.bar.write32(txdctl(q), 0);
+        }
+        for r in &mut self.rx {
+            r.release();
+        }
+        for t in &mut self.tx {
+            t.release();
+        }
+        let pf_mac = Self::reset(&self.bar, &mut self.mbx)?;
+        if pf_mac != Some(self.mac) {
+            self.mbx.request(&self.bar, &mbx::encode_set_mac(self.mac))?;
+        }
+        if self.max_frame > 1518 {
+            self.mbx.request(&self.bar, &mbx::encode_set_lpe(self.max_frame)?)?;
+        }
+        for (q, (r, t)) in self.rx.iter_mut().zip(&self.tx).enumerate() {
+            Self::start_rx(&self.bar, q, r, self.bsize_kib)?;
+            Self::start_tx(&self.bar, q, t)?;
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn try_recover(&mut self) {
+        if self.last_recovery.elapsed() < RECOVERY_INTERVAL {
+            return;
+        }
+        self.last_recovery = Instant::now();
+        match self.recover() {
+            Ok(()) => {
+                self.resets += 1;
+                self.needs_reset.set(false);
+                tracing::warn!(port = %self.name, pci = %self.device.addr(),
+                    "the PF was reset: VF restarted");
+            }
+            Err(e) => {
+                self.counters.count_port_error();
+                tracing::warn!(port = %self.name, "VF restart after a PF reset failed (will retry): {e}");
+            }
+        }
+    }
 }
 
 impl Drop for IgbVf {
@@ -325,11 +398,22 @@ impl Port for IgbVf {
     }
 
     fn link_up(&self) -> bool {
-        self.bar.read32(STATUS) & STATUS_LU != 0
+        // Nothing is in flight on the mailbox outside open/set_* (which take &mut
+        // self on this same thread), so any PF notification here is unsolicited: a
+        // reset (RSTI/RSTD) or a control message, which the PF sends when it resets.
+        let mb = self.bar.read32(V2PMAILBOX);
+        if mb & (MBX_RSTI | MBX_RSTD | MBX_PFSTS) != 0 {
+            self.needs_reset.set(true);
+        }
+        !self.needs_reset.get() && self.bar.read32(STATUS) & STATUS_LU != 0
     }
 
     #[inline]
     fn rx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>, max: usize) -> usize {
+        if self.needs_reset.get() {
+            self.try_recover();
+            return 0;
+        }
         let Some(r) = self.rx.get_mut(queue as usize) else { return 0 };
         let before = bufs.len();
         if let Some(tail) = r.rx(bufs, max, self.counters.queue(queue)) {

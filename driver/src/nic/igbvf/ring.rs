@@ -257,12 +257,14 @@ impl RxRing {
         Some(i.wrapping_sub(1) & mask)
     }
 
-    /// Returns every posted buffer to the pool (after the queue is disabled).
+    /// Returns every posted buffer to the pool and starts over at descriptor 0
+    /// (after the queue is disabled).
     pub fn release(&mut self) {
         for b in self.bufs.iter_mut() {
             b.take();
         }
         self.spare.clear();
+        self.next = 0;
         self.ring.clear();
     }
 }
@@ -354,12 +356,15 @@ impl TxRing {
         Some(i)
     }
 
-    /// Drops every in-flight buffer (after the queue is disabled).
+    /// Drops every in-flight buffer and starts over at descriptor 0 (after the
+    /// queue is disabled).
     pub fn release(&mut self) {
         for b in self.bufs.iter_mut() {
             b.take();
         }
         self.in_flight = 0;
+        self.next = 0;
+        self.clean = 0;
         self.ring.clear();
     }
 }
