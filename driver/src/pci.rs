@@ -193,23 +193,36 @@ impl Sysfs {
         };
         let driver = link_name("driver");
         let iommu_group = link_name("iommu_group").and_then(|n| n.parse().ok());
-        let mut interfaces = Vec::new();
-        if let Ok(rd) = fs::read_dir(dir.join("net")) {
+        // Network interfaces: net/ of the device, or of its virtio child (virtio-net
+        // puts them under virtioN/net).
+        let mut net_dirs = vec![dir.join("net")];
+        if let Ok(rd) = fs::read_dir(&dir) {
             for e in rd.flatten() {
-                interfaces.push(e.file_name().to_string_lossy().into_owned());
+                if e.file_name().to_string_lossy().starts_with("virtio") {
+                    net_dirs.push(e.path().join("net"));
+                }
+            }
+        }
+        let mut interfaces = Vec::new();
+        for nd in &net_dirs {
+            if let Ok(rd) = fs::read_dir(nd) {
+                for e in rd.flatten() {
+                    interfaces.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+                }
             }
         }
         interfaces.sort();
         let up_interfaces = interfaces
             .iter()
-            .filter(|i| {
-                fs::read_to_string(dir.join("net").join(i).join("flags"))
+            .filter(|(_, path)| {
+                fs::read_to_string(path.join("flags"))
                     .ok()
                     .and_then(|f| u32::from_str_radix(f.trim().trim_start_matches("0x"), 16).ok())
                     .is_some_and(|f| f & 1 != 0)
             })
-            .cloned()
+            .map(|(name, _)| name.clone())
             .collect();
+        let interfaces = interfaces.into_iter().map(|(name, _)| name).collect();
         Ok(PciDevice {
             addr,
             vendor,
@@ -485,6 +498,22 @@ pub(crate) mod tests {
         f.add_netdev("0000:01:10.0", "eth3", true);
         let e = f.sysfs().bind_vfio("0000:01:10.0".parse().unwrap()).unwrap_err();
         assert!(e.to_string().contains("ip link set eth3 down"), "{e}");
+    }
+
+    #[test]
+    fn virtio_interfaces_are_found_under_their_virtio_child() {
+        let f = FakeSysfs::new("virtio-net");
+        f.add("0000:02:00.0", 0x1af4, 0x1041, 0x020000);
+        f.set_driver("0000:02:00.0", "virtio-pci");
+        f.set_group("0000:02:00.0", 8);
+        let n = f.root.join("bus/pci/devices/0000:02:00.0/virtio0/net/eth1");
+        fs::create_dir_all(&n).unwrap();
+        fs::write(n.join("flags"), "0x1003\n").unwrap();
+        let s = f.sysfs();
+        let d = s.device("0000:02:00.0".parse().unwrap()).unwrap();
+        assert_eq!(d.interfaces, vec!["eth1".to_string()]);
+        let e = s.bind_vfio(d.addr).unwrap_err();
+        assert!(e.to_string().contains("ip link set eth1 down"), "{e}");
     }
 
     #[test]
