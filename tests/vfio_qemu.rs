@@ -5,8 +5,9 @@
 //! igbvf driver (`podwire pci echo`: ARP and ICMP echo for 10.77.0.2 on both queue
 //! pairs); the
 //! guest kernel's igb PF netdev (10.77.0.1) pings it with ordinary and 9000-byte
-//! jumbo frames. The frames cross the VF's rings in both directions, counted by the
-//! responder and by the VF's own statistics registers.
+//! jumbo frames, then again after the PF is reset under podwire (MTU bounce). The
+//! frames cross the VF's rings in both directions, counted by podwire and by the
+//! VF's own statistics registers.
 //! A second test runs `podwire run` with the VF cross-connected to a virtio-net
 //! function (both through VFIO), between the PF's netdev and an e1000e netdev; hub 1's
 //! pcap shows podwire's virtio-net transmitting on the wire. The guest script's verdict comes back as QEMU's exit

@@ -216,13 +216,14 @@ impl RegionInfo {
 #[derive(Debug)]
 pub struct VfioDevice {
     addr: PciAddress,
-    // Field order is drop order: the device closes before its group and container.
+    // Field order is drop order: the device closes first, then the container undoes
+    // its DMA mappings (while the group is still attached), then the group closes.
     device: File,
     flags: u32,
     num_regions: u32,
     config: RegionInfo,
-    _group: File,
     container: VfioContainer,
+    _group: File,
 }
 
 impl VfioDevice {

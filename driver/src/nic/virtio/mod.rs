@@ -107,6 +107,13 @@ pub fn negotiate(offered: u64) -> Result<u64, String> {
     Ok(offered & wanted)
 }
 
+/// The ring size to use: the configured one, or the largest power of two the
+/// device allows (`max`, its queue_size register) when that is smaller. `max` is
+/// device input: any value, 0 excepted by the caller, gives a power of two.
+pub fn queue_size(configured: u16, max: u16) -> u16 {
+    configured.min(1u16 << (15 - max.max(1).leading_zeros()))
+}
+
 /// A virtio-net port: one modern virtio-net function owned through VFIO.
 pub struct VirtioNet {
     name: String,
@@ -247,7 +254,7 @@ impl VirtioNet {
             if max == 0 {
                 return Err(NicError::Device(format!("virtqueue {q} does not exist")));
             }
-            let n = size.min(if max.is_power_of_two() { max } else { max.next_power_of_two() / 2 });
+            let n = queue_size(size, max);
             let off = q as usize * qbytes;
             // SAFETY: ring_mem holds 2 queues of qbytes each, page aligned, and lives
             // in the port as long as the queues.
@@ -443,6 +450,16 @@ mod tests {
         let mut c = image();
         c[0x40 + 3] = CAP_ISR; // no common config
         assert!(parse_caps(&c).unwrap_err().contains("common configuration"));
+    }
+
+    #[test]
+    fn queue_size_is_a_power_of_two_within_the_device_limit() {
+        assert_eq!(queue_size(512, 1024), 512);
+        assert_eq!(queue_size(512, 256), 256);
+        assert_eq!(queue_size(512, 300), 256);
+        assert_eq!(queue_size(512, 0xffff), 512);
+        assert_eq!(queue_size(4096, 0xffff), 4096);
+        assert_eq!(queue_size(512, 1), 1);
     }
 
     #[test]
