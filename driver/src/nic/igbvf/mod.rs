@@ -104,6 +104,18 @@ impl Regs for Bar {
     }
 }
 
+/// The MAC the port uses, and whether it must be sent to the PF (SET_MAC_ADDR):
+/// the configured one, else the one the PF assigned in its RESET reply, else (the
+/// PF NACKed: none assigned) a random locally administered one.
+pub fn choose_mac(configured: Option<MacAddr>, pf_assigned: Option<MacAddr>) -> (MacAddr, bool) {
+    match (configured, pf_assigned) {
+        (Some(m), Some(pf)) if m == pf => (m, false),
+        (Some(m), _) => (m, true),
+        (None, Some(pf)) => (pf, false),
+        (None, None) => (MacAddr::random_local(), true),
+    }
+}
+
 fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     loop {
@@ -152,19 +164,10 @@ impl IgbVf {
 
         let mut mbx = Mailbox::new(MBX_TIMEOUT);
         let pf_mac = Self::reset(&bar, &mut mbx)?;
-        let mac = match (cfg.mac, pf_mac) {
-            (Some(m), Some(pf)) if m == pf => m,
-            (Some(m), _) => {
-                mbx.request(&bar, &mbx::encode_set_mac(m))?;
-                m
-            }
-            (None, Some(pf)) => pf,
-            (None, None) => {
-                let m = MacAddr::random_local();
-                mbx.request(&bar, &mbx::encode_set_mac(m))?;
-                m
-            }
-        };
+        let (mac, set) = choose_mac(cfg.mac, pf_mac);
+        if set {
+            mbx.request(&bar, &mbx::encode_set_mac(mac))?;
+        }
         // Buffers: the usable room of one pool buffer, in whole KiB for SRRCTL.
         let room = {
             let b = pool.alloc().ok_or(NicError::Config("the mempool is empty".into()))?;
@@ -434,5 +437,30 @@ impl Port for IgbVf {
 
     fn counters(&self) -> Arc<PortCounters> {
         self.counters.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_choice() {
+        let pf = MacAddr([0x02, 0, 0, 0, 0, 1]);
+        let mine = MacAddr([0x02, 0, 0, 0, 0, 2]);
+        assert_eq!(choose_mac(None, Some(pf)), (pf, false));
+        assert_eq!(choose_mac(Some(mine), Some(pf)), (mine, true));
+        assert_eq!(choose_mac(Some(pf), Some(pf)), (pf, false));
+        assert_eq!(choose_mac(Some(mine), None), (mine, true));
+        let (m, set) = choose_mac(None, None);
+        assert!(set);
+        assert_eq!(m.0[0] & 0x03, 0x02, "random, locally administered, unicast: {m}");
+    }
+
+    #[test]
+    fn register_offsets_match_the_datasheet() {
+        assert_eq!((rdbal(0), rdt(0), srrctl(1), rxdctl(1)), (0x2800, 0x2818, 0x290c, 0x2928));
+        assert_eq!((tdbal(0), tdt(1), txdctl(0)), (0x3800, 0x3918, 0x3828));
+        assert_eq!((V2PMAILBOX, VMBMEM, VFGPRC, VFGOTC), (0x0c40, 0x0800, 0x0f10, 0x0f34));
     }
 }
