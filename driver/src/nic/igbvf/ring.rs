@@ -38,10 +38,12 @@ pub const TXD_STAT_DD: u32 = 1 << 0;
 /// largest frame is 9728 bytes anyway).
 pub const TX_MAX_LEN: usize = 9728;
 
-/// The command word of a one-descriptor frame of `len` bytes.
+/// The command word of a one-descriptor frame of `len` bytes. Report status (RS)
+/// is set only on the last descriptor of a burst, by [`TxRing::tx`]: the device then
+/// writes back one descriptor per burst instead of one per frame.
 #[inline(always)]
 pub const fn tx_cmd_type_len(len: u32) -> u32 {
-    len | TXD_DTYP_DATA | TXD_CMD_DEXT | TXD_CMD_IFCS | TXD_CMD_EOP | TXD_CMD_RS
+    len | TXD_DTYP_DATA | TXD_CMD_DEXT | TXD_CMD_IFCS | TXD_CMD_EOP
 }
 
 /// The olinfo_status word of a one-descriptor frame of `len` bytes.
@@ -279,6 +281,9 @@ pub struct TxRing {
     /// Oldest descriptor not yet known done.
     clean: u16,
     in_flight: u16,
+    /// Bursts in flight, oldest first: (last descriptor, which carries RS; frames).
+    /// Its capacity (the ring size) is never exceeded: each burst holds a frame.
+    bursts: std::collections::VecDeque<(u16, u16)>,
 }
 
 impl TxRing {
@@ -286,7 +291,14 @@ impl TxRing {
     pub fn new(ring: DescRing) -> Self {
         let n = ring.count as usize;
         ring.clear();
-        Self { bufs: (0..n).map(|_| None).collect(), ring, next: 0, clean: 0, in_flight: 0 }
+        Self {
+            bufs: (0..n).map(|_| None).collect(),
+            ring,
+            next: 0,
+            clean: 0,
+            in_flight: 0,
+            bursts: std::collections::VecDeque::with_capacity(n),
+        }
     }
 
     /// The descriptors.
@@ -299,17 +311,21 @@ impl TxRing {
         self.in_flight
     }
 
-    /// Frees the buffers of descriptors the device has finished.
+    /// Frees the buffers of the bursts the device has finished (it writes DD back
+    /// into each burst's last descriptor, the one with RS).
     #[inline]
     pub fn reclaim(&mut self) {
         let mask = self.ring.count - 1;
-        while self.in_flight > 0 {
-            if self.ring.read(self.clean, 3) & TXD_STAT_DD == 0 {
+        while let Some(&(last, frames)) = self.bursts.front() {
+            if self.ring.read(last, 3) & TXD_STAT_DD == 0 {
                 break;
             }
-            self.bufs[self.clean as usize].take();
-            self.clean = (self.clean + 1) & mask;
-            self.in_flight -= 1;
+            for _ in 0..frames {
+                self.bufs[self.clean as usize].take();
+                self.clean = (self.clean + 1) & mask;
+            }
+            self.in_flight -= frames;
+            self.bursts.pop_front();
         }
     }
 
@@ -342,6 +358,11 @@ impl TxRing {
             pkts += 1;
             bytes += len;
         }
+        if pkts > 0 {
+            let last = i.wrapping_sub(1) & mask;
+            self.ring.write(last, 2, self.ring.read(last, 2) | TXD_CMD_RS);
+            self.bursts.push_back((last, pkts as u16));
+        }
         self.in_flight += pkts as u16;
         c.count_tx(pkts, bytes);
         if bad > 0 {
@@ -365,6 +386,7 @@ impl TxRing {
         self.in_flight = 0;
         self.next = 0;
         self.clean = 0;
+        self.bursts.clear();
         self.ring.clear();
     }
 }
@@ -387,7 +409,7 @@ mod tests {
 
     #[test]
     fn tx_descriptor_encoding() {
-        assert_eq!(tx_cmd_type_len(60), 0x2b30_003c);
+        assert_eq!(tx_cmd_type_len(60), 0x2330_003c);
         assert_eq!(tx_olinfo(60), 60 << 14);
         let mem = DmaMemory::with_small_pages(4096).unwrap();
         let p = pool(2048);
@@ -403,16 +425,21 @@ mod tests {
         assert!(v.is_empty());
         let d = tx.descs();
         assert_eq!(d.read(0, 0) as u64 | (d.read(0, 1) as u64) << 32, iova0);
-        assert_eq!(d.read(0, 2), tx_cmd_type_len(60));
+        assert_eq!(d.read(0, 2), tx_cmd_type_len(60), "no RS inside a burst");
         assert_eq!(d.read(0, 3), tx_olinfo(60));
-        assert_eq!(d.read(1, 2) & 0xffff, 1514);
+        assert_eq!(d.read(1, 2), tx_cmd_type_len(1514) | TXD_CMD_RS, "RS on the burst's last");
         let s = c.queue(0).snapshot();
         assert_eq!((s.tx_packets, s.tx_bytes, s.errors, s.tx_drops), (2, 1574, 1, 1));
-        // Nothing done yet: nothing reclaimed; mark the first done.
+        // Nothing done yet: nothing reclaimed. DD on a descriptor without RS (which a
+        // device never writes) frees nothing either; DD on the burst's last frees all.
         assert_eq!(tx.in_flight(), 2);
-        d.write(0, 3, TXD_STAT_DD);
         tx.reclaim();
-        assert_eq!(tx.in_flight(), 1);
+        tx.descs().write(0, 3, TXD_STAT_DD);
+        tx.reclaim();
+        assert_eq!(tx.in_flight(), 2);
+        tx.descs().write(1, 3, TXD_STAT_DD);
+        tx.reclaim();
+        assert_eq!(tx.in_flight(), 0);
     }
 
     #[test]
