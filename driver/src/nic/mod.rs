@@ -1,5 +1,6 @@
 //! Poll-mode NIC drivers over VFIO, one module per device family. A new family
-//! (ixgbevf, iavf) slots in as a module plus one line in [`driver_for`].
+//! (ixgbevf, iavf) slots in as a module plus one line each in [`driver_name`] and
+//! [`open_vfio_port`].
 
 pub mod igbvf;
 pub mod virtio;
