@@ -7,8 +7,8 @@
 //! VF's queues and signals it through the mailbox (RSTI/RSTD, or a control message).
 //! [`Port::link_up`], which the engine calls periodically, notices that and reports
 //! the link down; the next `rx_burst` then redoes the VF reset, the RESET handshake,
-//! the MAC and SET_LPE, and restarts the rings (VLAN and multicast filters set
-//! earlier are not replayed).
+//! the MAC, SET_LPE and the VLAN and multicast filters set earlier, and restarts
+//! the rings.
 
 pub mod mbx;
 pub mod regs;
@@ -74,6 +74,9 @@ pub struct IgbVf {
     needs_reset: Cell<bool>,
     last_recovery: Instant,
     resets: u64,
+    /// VLAN filters and multicast list asked for, replayed after a PF reset.
+    vlans: Vec<u16>,
+    multicast: Vec<MacAddr>,
     bar: Bar,
     // Dropped after the rings (their buffers) and the BAR; the device (and its DMA
     // mappings) go last but one, the ring memory last.
@@ -230,6 +233,8 @@ impl IgbVf {
             needs_reset: Cell::new(false),
             last_recovery: Instant::now(),
             resets: 0,
+            vlans: Vec::new(),
+            multicast: Vec::new(),
             bar,
             device,
             _ring_mem: ring_mem,
@@ -304,14 +309,21 @@ impl IgbVf {
 
     /// Asks the PF to add (or remove) a VLAN filter.
     pub fn set_vlan(&mut self, vid: u16, add: bool) -> Result<(), NicError> {
-        Ok(self.mbx.request(&self.bar, &mbx::encode_set_vlan(vid, add)?)?)
+        self.mbx.request(&self.bar, &mbx::encode_set_vlan(vid, add)?)?;
+        self.vlans.retain(|v| *v != vid);
+        if add {
+            self.vlans.push(vid);
+        }
+        Ok(())
     }
 
     /// Asks the PF to accept these multicast addresses.
     pub fn set_multicast(&mut self, macs: &[MacAddr]) -> Result<(), NicError> {
         let mut w = [0u32; MBX_WORDS];
         let n = mbx::encode_set_multicast(macs, &mut w)?;
-        Ok(self.mbx.request(&self.bar, &w[..n])?)
+        self.mbx.request(&self.bar, &w[..n])?;
+        self.multicast = macs.to_vec();
+        Ok(())
     }
 
     /// The PCI address.
@@ -343,6 +355,14 @@ impl IgbVf {
         }
         if self.max_frame > 1518 {
             self.mbx.request(&self.bar, &mbx::encode_set_lpe(self.max_frame)?)?;
+        }
+        for &vid in &self.vlans {
+            self.mbx.request(&self.bar, &mbx::encode_set_vlan(vid, true)?)?;
+        }
+        if !self.multicast.is_empty() {
+            let mut w = [0u32; MBX_WORDS];
+            let n = mbx::encode_set_multicast(&self.multicast, &mut w)?;
+            self.mbx.request(&self.bar, &w[..n])?;
         }
         for (q, (r, t)) in self.rx.iter_mut().zip(&self.tx).enumerate() {
             Self::start_rx(&self.bar, q, r, self.bsize_kib)?;

@@ -245,6 +245,8 @@ impl RxQueue {
     /// Returns whether the device must be notified.
     #[inline]
     pub fn rx(&mut self, out: &mut Vec<PacketBuf>, max: usize, c: &QueueCounters) -> bool {
+        // Never more than a ring's worth: `spare` keeps its first capacity.
+        let max = max.min(self.q.size as usize);
         if self.spare.len() < max {
             let want = max - self.spare.len();
             self.pool.alloc_bulk(&mut self.spare, want);
