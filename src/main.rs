@@ -193,12 +193,27 @@ fn pci(command: PciCommand) -> ExitCode {
             );
             for d in nics {
                 let usable = match (d.podwire_driver(), d.iommu_group, d.driver.as_deref()) {
+                    (None, _, _) if d.sriov_totalvfs.is_some() => format!(
+                        "no: an SR-IOV PF; create VFs with `echo N > \
+                         /sys/bus/pci/devices/{}/sriov_numvfs` (N <= {})",
+                        d.addr,
+                        d.sriov_totalvfs.unwrap_or(0)
+                    ),
                     (None, _, _) => "no (no podwire driver)".to_string(),
                     (Some(drv), None, _) => format!("no ({drv}, but no IOMMU group)"),
                     (Some(drv), Some(_), Some("vfio-pci")) => format!("yes ({drv}, bound)"),
+                    (Some(drv), Some(_), _) if !d.up_interfaces.is_empty() => format!(
+                        "in use ({drv}): `ip link set {} down`, then `podwire pci bind {}`",
+                        d.up_interfaces.join(","),
+                        d.addr
+                    ),
                     (Some(drv), Some(_), _) => {
                         format!("yes ({drv}) after `podwire pci bind {}`", d.addr)
                     }
+                };
+                let usable = match d.physfn {
+                    Some(pf) => format!("{usable} [VF of {pf}]"),
+                    None => usable,
                 };
                 println!(
                     "{:<13} {:04x}:{:04x} {:<10} {:<6} {:<12} {usable}",

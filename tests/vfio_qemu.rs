@@ -343,6 +343,9 @@ exit 0
     assert!(get("q0_tx") >= 1 && get("q1_tx") >= 1, "both tx queues used: {done}");
     assert!(serial.contains("RESPONDER: mailbox SET_VLAN 100 ok, SET_MULTICAST 1 ok"));
     assert!(serial.contains("refused: podwire: error: PCI device"), "bind refusal missing");
+    // `pci list` explains the PF and relates each VF to it.
+    assert!(serial.contains("no: an SR-IOV PF; create VFs with"), "pci list: PF hint missing");
+    assert!(serial.contains("[VF of 0000:01:00.0]"), "pci list: VF's PF missing");
     assert!(serial.contains("ok   VFIO: vfio, vfio_iommu_type1 and vfio_pci are loaded"));
     // The VF's own statistics registers count too (a PF reset may clear them).
     assert!(get("vf_rx_packets") >= 7 && get("vf_tx_packets") >= 7, "{done}");

@@ -223,6 +223,11 @@ impl Sysfs {
             .map(|(name, _)| name.clone())
             .collect();
         let interfaces = interfaces.into_iter().map(|(name, _)| name).collect();
+        let physfn = link_name("physfn").and_then(|n| n.parse().ok());
+        let sriov_totalvfs = fs::read_to_string(dir.join("sriov_totalvfs"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .filter(|n: &u32| *n > 0);
         Ok(PciDevice {
             addr,
             vendor,
@@ -232,6 +237,8 @@ impl Sysfs {
             iommu_group,
             interfaces,
             up_interfaces,
+            physfn,
+            sriov_totalvfs,
         })
     }
 
@@ -370,6 +377,10 @@ pub struct PciDevice {
     pub interfaces: Vec<String>,
     /// Those of its interfaces that are up.
     pub up_interfaces: Vec<String>,
+    /// For a virtual function: its physical function.
+    pub physfn: Option<PciAddress>,
+    /// For an SR-IOV capable physical function: how many VFs it can have.
+    pub sriov_totalvfs: Option<u32>,
 }
 
 impl PciDevice {
@@ -465,11 +476,19 @@ pub(crate) mod tests {
         f.set_driver("0000:01:00.0", "igb");
         f.set_group("0000:01:00.0", 4);
         f.add_netdev("0000:01:00.0", "eth0", true);
+        fs::write(f.root.join("bus/pci/devices/0000:01:00.0/sriov_totalvfs"), "7\n").unwrap();
         f.add("0000:01:10.0", 0x8086, 0x10ca, 0x020000);
         f.set_group("0000:01:10.0", 5);
+        symlink(
+            f.root.join("bus/pci/devices/0000:01:00.0"),
+            f.root.join("bus/pci/devices/0000:01:10.0/physfn"),
+        )
+        .unwrap();
         f.add("0000:00:1f.0", 0x8086, 0x2918, 0x060100);
         let s = f.sysfs();
         let nics = s.list_nics().unwrap();
+        assert_eq!(nics[0].sriov_totalvfs, Some(7));
+        assert_eq!(nics[1].physfn.map(|a| a.to_string()).as_deref(), Some("0000:01:00.0"));
         assert_eq!(nics.len(), 2);
         assert_eq!(nics[0].driver.as_deref(), Some("igb"));
         assert_eq!(nics[0].iommu_group, Some(4));
