@@ -71,6 +71,22 @@ fn ping_tcp_roundtrip(tag: &str, subnet: u8, queues: u16, mode: &str, streams: u
         assert_eq!(h.join().expect("tcp echo"), 3 << 20);
     }
 
+    if queues > 1 && mode != "generic" {
+        // Every queue carried traffic to its own socket (veth counts native XDP
+        // redirects per rx queue).
+        for e in &net.ends {
+            let stats = common::netns::sh(&["ethtool", "-S", &e.host]);
+            for q in 0..queues {
+                let key = format!("rx_queue_{q}_xdp_redirect:");
+                let n: u64 = stats
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix(&key))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no {key} in ethtool -S {}:\n{stats}", e.host));
+                assert!(n > 0, "queue {q} of {} redirected nothing:\n{stats}", e.host);
+            }
+        }
+    }
     let x0 = daemon.port("x0");
     let x1 = daemon.port("x1");
     assert_eq!(x0.queues, queues as u64);
