@@ -192,3 +192,53 @@ fn bad_setups_fail_with_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("port \"up\"") && err.contains("\"pwnosuch0\" does not exist"), "{err}");
 }
+
+/// Mixing kinds: an AF_XDP port (a kernel namespace behind a veth) cross-connected
+/// with a vhost-user port (a DPDK testpmd pod in `icmpecho` mode, which answers ARP
+/// and ping). The namespace pings the pod through podwire.
+#[test]
+fn af_xdp_to_vhost_user_pod_answers_ping() {
+    use common::testpmd::{self, PeerLock, Pod, PodConfig};
+    testpmd::require_testpmd();
+    let _peers = PeerLock::acquire();
+    let _g = serial();
+    let net = NetSetup::new("m", 1, 1, 5);
+    let dir = test_dir("xdp-mixed");
+    let sock = dir.join("pod.sock");
+    let cfg = format!(
+        "[workers]\ncores = [0]\n[memory]\nbuffers = 16384\nhugepages = false\n\
+         [[ports]]\nname = \"kernel\"\ntype = \"af-xdp\"\ninterface = \"{}\"\n\
+         [[ports]]\nname = \"pod\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
+         [[xconnect]]\nports = [\"kernel\", \"pod\"]\n",
+        net.ends[0].host,
+        sock.display()
+    );
+    let daemon = Daemon::start(&dir, &cfg, &[&sock]);
+    let mut pod =
+        Pod::start(PodConfig::new(&[&sock]).on_cpu(1).forward_mode("icmpecho")).expect("pod");
+    pod.wait_links_up(Duration::from_secs(20)).expect("pod link up");
+    daemon.wait_port("pod", Duration::from_secs(10), |p| p.link == "up");
+    daemon.wait_port("kernel", Duration::from_secs(5), |p| p.link == "up");
+    pod.start_fwd().expect("start icmpecho");
+
+    // The pod answers ARP and ping for any address.
+    let out =
+        net.exec(0, &["ping", "-c", "20", "-i", "0.05", "-W", "2", "-s", "1000", "10.77.5.9"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pod_stats = pod.port_stats().expect("pod stats");
+    pod.stop().expect("stop");
+    let kernel = daemon.port("kernel");
+    let vhost = daemon.port("pod");
+    pod.quit().expect("pod quits");
+    let log = daemon.stop();
+    assert!(
+        text.contains("20 received"),
+        "ping through podwire to the pod:\n{text}\npod {pod_stats:?}\nkernel {kernel:?}\npod port \
+         {vhost:?}\n{log}"
+    );
+    // ARP + 20 echo requests went kernel -> pod, and as many replies came back.
+    assert!(kernel.rx_packets >= 21 && vhost.tx_packets >= 21, "{kernel:?} {vhost:?}");
+    assert!(vhost.rx_packets >= 21 && kernel.tx_packets >= 21, "{kernel:?} {vhost:?}");
+    assert_eq!(kernel.errors + vhost.errors, 0, "{kernel:?} {vhost:?}");
+    assert_no_xdp(&net);
+}
