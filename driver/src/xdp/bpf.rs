@@ -138,7 +138,17 @@ pub fn xskmap_delete(map: &OwnedFd, queue: u32) -> std::io::Result<()> {
 /// Loads the redirect program for `map`. On failure the error carries the verifier
 /// log.
 pub fn load_redirect_program(map: &OwnedFd) -> Result<OwnedFd, (std::io::Error, String)> {
-    let insns = redirect_program(map.as_raw_fd());
+    load_xdp_program(&redirect_program(map.as_raw_fd()))
+}
+
+/// `r0 = action; exit`: a program that returns one XDP action (1 = XDP_DROP,
+/// 3 = XDP_TX), for benchmarks and tests.
+pub fn action_program(action: i32) -> [Insn; 2] {
+    [insn(0xb7, 0, 0, 0, action), insn(0x95, 0, 0, 0, 0)]
+}
+
+/// Loads an XDP program. On failure the error carries the verifier log.
+pub fn load_xdp_program(insns: &[Insn]) -> Result<OwnedFd, (std::io::Error, String)> {
     let license = b"GPL\0";
     let mut log = vec![0u8; 4096];
     let mut a = Attr::new();
