@@ -276,6 +276,25 @@ impl Mempool {
         Some((idx as u32, start as u32))
     }
 
+    /// Offset of slot number `idx` in [`memory`](Self::memory), or `None` beyond the
+    /// last slot. The inverse of [`slot_containing`](Self::slot_containing).
+    pub fn slot_offset_of(&self, idx: u32) -> Option<u32> {
+        let inner = self.inner();
+        if idx >= inner.cfg.count {
+            return None;
+        }
+        let stride = inner.cfg.stride();
+        let i = idx as usize;
+        let off = if inner.mem.iova_mode() == IovaMode::Physical {
+            let seg = inner.mem.page_size();
+            let per = seg / stride;
+            (i / per) * seg + (i % per) * stride
+        } else {
+            i * stride
+        };
+        u32::try_from(off).ok()
+    }
+
     /// Turns a slot handed out with [`PacketBuf::into_raw`] back into a buffer with
     /// `len` bytes of data starting `data_off` bytes into the slot.
     ///

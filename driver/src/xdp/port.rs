@@ -592,11 +592,10 @@ impl Drop for AfXdpPort {
             let _ = bpf::xskmap_delete(&self.map, q);
         }
         self.queues.clear();
-        let stride = self.pool.stride() as u32;
         let held: Vec<u32> = self.frames.held().map(|(idx, _)| idx).collect();
         self.frames.clear();
         for idx in held {
-            if let Some((_, off)) = self.pool.slot_containing((idx * stride) as usize) {
+            if let Some(off) = self.pool.slot_offset_of(idx) {
                 // SAFETY: the slot was handed to the kernel with into_raw and never
                 // turned back (its state was not Free); the sockets are closed, so the
                 // kernel no longer writes it. Each held slot is turned back once.

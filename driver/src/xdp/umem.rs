@@ -178,6 +178,8 @@ mod tests {
         let off = b.into_raw();
         assert_eq!(pool.slot_containing(off as usize + 300), Some((off / stride as u32, off)));
         assert_eq!(pool.slot_containing(16 * stride), None);
+        assert_eq!(pool.slot_offset_of(off / stride as u32), Some(off));
+        assert_eq!(pool.slot_offset_of(16), None);
         // SAFETY: off came from into_raw of this pool and is turned back once.
         let mut b = unsafe { pool.buf_from_raw(off, 256, 60) };
         assert_eq!((b.headroom(), b.len()), (256, 60));
