@@ -175,6 +175,18 @@ fn bad_setups_fail_with_clear_errors() {
     drop(again);
     assert_no_xdp(&net);
 
+    // The interface disappearing: the port goes down, and closing it still works.
+    let gone = AfXdpPort::new(port_cfg(&host, 1, false), pool()).expect("port");
+    assert!(gone.link_up());
+    common::netns::sh(&["ip", "link", "del", &host]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while gone.link_up() {
+        assert!(std::time::Instant::now() < deadline, "port still up after its interface left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gone.counters().total().errors, 1, "disappearance counted once");
+    drop(gone);
+
     // The daemon reports a missing interface in one line naming port and interface.
     let dir = test_dir("xdp-missing");
     let cfg = format!(
