@@ -154,6 +154,7 @@ fn sh(args: &[&str]) -> BoxResult<()> {
 /// The two veth pairs, and XDP_DROP on the sink; removed on drop.
 struct Veths {
     _drop_link: OwnedFd,
+    _gen_link: OwnedFd,
 }
 
 impl Veths {
@@ -169,7 +170,12 @@ impl Veths {
         let prog = bpf::load_xdp_program(&bpf::action_program(1))
             .map_err(|(e, log)| format!("load XDP_DROP: {e} {log}"))?;
         let link = bpf::link_create_xdp(&prog, ifindex(SINK)?, 4)?;
-        Ok(Self { _drop_link: link })
+        // Live frames need the generator's rx queue registered for XDP, which veth
+        // does once a native program is attached: an XDP_PASS one.
+        let pass = bpf::load_xdp_program(&bpf::action_program(2))
+            .map_err(|(e, log)| format!("load XDP_PASS: {e} {log}"))?;
+        let gen_link = bpf::link_create_xdp(&pass, ifindex(GEN)?, 4)?;
+        Ok(Self { _drop_link: link, _gen_link: gen_link })
     }
 
     fn remove() {
@@ -260,7 +266,8 @@ impl Generator {
             let data = frame(len);
             // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
             // egress_ifindex.
-            let ctx: [u32; 6] = [0, 0, 0, gen_if, 0, 0];
+            // data_end must equal the frame length.
+            let ctx: [u32; 6] = [0, data.len() as u32, 0, gen_if, 0, 0];
             const REPEAT: u32 = 1 << 18;
             while !s2.load(Ordering::Relaxed) {
                 let mut a = [0u8; 128];
