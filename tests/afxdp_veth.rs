@@ -112,6 +112,12 @@ fn ping_tcp_roundtrip(tag: &str, subnet: u8, queues: u16, mode: &str, streams: u
     assert_eq!(net.ping(1, 0, 5, 56), 5, "ping after restart:\n{}", daemon.log_text());
     daemon.stop();
     assert_no_xdp(&net);
+
+    // Even a SIGKILLed podwire leaves no program behind (the BPF link dies with it).
+    let daemon = Daemon::start(&dir, &config(&net, queues, mode), &[]);
+    assert!(net.host_link(0).contains("xdp"));
+    drop(daemon); // SIGKILL and reap
+    assert_no_xdp(&net);
 }
 
 #[test]
