@@ -4,13 +4,14 @@
 //!
 //! ```text
 //!  generator (BPF_PROG_RUN live frames, XDP_TX, core 1)
-//!     pwbg ==veth== pwbi  --AF_XDP-->  DUT (core 0)  --AF_XDP-->  pwbo ==veth== pwbk (XDP_DROP)
+//!     pwbg ==veth== pwbi  --AF_XDP-->  DUT (core 0)  --AF_XDP-->  pwbo ==veth== pwbk (sink)
 //! ```
 //! The generator runs an `XDP_TX` program with `BPF_F_TEST_XDP_LIVE_FRAMES` on `pwbg`,
 //! so frames go out of `pwbg` straight into `pwbi`'s XDP program (native mode), which
 //! redirects them into the DUT's AF_XDP socket; the copy into the DUT's UMEM runs on
 //! the generator's core (veth runs the peer's XDP in the sender's softirq). The DUT
-//! forwards to `pwbo`; its peer `pwbk` drops everything with XDP_DROP. The DUT's
+//! forwards to `pwbo`; its peer `pwbk` drops everything (its stack: frames not for its
+//! MAC; or XDP_DROP with `--sink xdp`). The DUT's
 //! forwarded packets (tx of the out port) are counted over a window.
 //!
 //! For each frame size and run, the two DUTs go back to back (order alternating);
@@ -54,6 +55,8 @@ options:
   --only WHICH       dpdk | podwire | both (default both)
   --dut-cpu N        core of the DUT (default 0)
   --gen-cpu N        core of the generator (default 1)
+  --sink KIND        stack: the sink veth's kernel stack drops the frames (not for
+                     its MAC; default) | xdp: an XDP_DROP program on the sink veth
   -h, --help         this text
 
 A positional FILTER other than \"afxdp\" runs nothing (cargo bench passes filters
@@ -82,6 +85,7 @@ struct Opts {
     duts: Vec<Which>,
     dut_cpu: usize,
     gen_cpu: usize,
+    xdp_sink: bool,
 }
 
 fn parse_args() -> Result<Option<Opts>, String> {
@@ -93,6 +97,7 @@ fn parse_args() -> Result<Option<Opts>, String> {
         duts: vec![Which::Podwire, Which::Dpdk],
         dut_cpu: 0,
         gen_cpu: 1,
+        xdp_sink: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -131,6 +136,13 @@ fn parse_args() -> Result<Option<Opts>, String> {
                 }
             }
             "--dut-cpu" => o.dut_cpu = val("--dut-cpu")?.parse().map_err(|_| "bad --dut-cpu")?,
+            "--sink" => {
+                o.xdp_sink = match val("--sink")?.as_str() {
+                    "xdp" => true,
+                    "stack" => false,
+                    w => return Err(format!("--sink {w:?}: stack | xdp")),
+                }
+            }
             "--gen-cpu" => o.gen_cpu = val("--gen-cpu")?.parse().map_err(|_| "bad --gen-cpu")?,
             f if !f.starts_with('-') => {
                 if !"afxdp".contains(f) {
@@ -153,12 +165,12 @@ fn sh(args: &[&str]) -> BoxResult<()> {
 
 /// The two veth pairs, and XDP_DROP on the sink; removed on drop.
 struct Veths {
-    _drop_link: OwnedFd,
+    _drop_link: Option<OwnedFd>,
     _gen_link: OwnedFd,
 }
 
 impl Veths {
-    fn new() -> BoxResult<Self> {
+    fn new(xdp_sink: bool) -> BoxResult<Self> {
         Self::remove();
         for (a, b) in [(GEN, DUT_IN), (DUT_OUT, SINK)] {
             sh(&["ip", "link", "add", a, "type", "veth", "peer", "name", b])?;
@@ -167,9 +179,13 @@ impl Veths {
             let _ = sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{i}.disable_ipv6=1")]);
             sh(&["ip", "link", "set", i, "up"])?;
         }
-        let prog = bpf::load_xdp_program(&bpf::action_program(1))
-            .map_err(|(e, log)| format!("load XDP_DROP: {e} {log}"))?;
-        let link = bpf::link_create_xdp(&prog, ifindex(SINK)?, 4)?;
+        let link = if xdp_sink {
+            let prog = bpf::load_xdp_program(&bpf::action_program(1))
+                .map_err(|(e, log)| format!("load XDP_DROP: {e} {log}"))?;
+            Some(bpf::link_create_xdp(&prog, ifindex(SINK)?, 4)?)
+        } else {
+            None
+        };
         // Live frames need the generator's rx queue registered for XDP, which veth
         // does once a native program is attached: an XDP_PASS one.
         let pass = bpf::load_xdp_program(&bpf::action_program(2))
@@ -268,7 +284,7 @@ impl Generator {
             // egress_ifindex.
             // data_end must equal the frame length.
             let ctx: [u32; 6] = [0, data.len() as u32, 0, gen_if, 0, 0];
-            const REPEAT: u32 = 1 << 18;
+            const REPEAT: u32 = 1 << 16;
             while !s2.load(Ordering::Relaxed) {
                 let mut a = [0u8; 128];
                 let put32 = |a: &mut [u8; 128], o: usize, v: u32| {
@@ -290,6 +306,11 @@ impl Generator {
                     libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, a.as_mut_ptr(), 128u32)
                 };
                 if rc < 0 {
+                    // Interrupted (a signal reached this thread): the batch was cut
+                    // short; carry on without counting it.
+                    if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                        continue;
+                    }
                     return Err(format!(
                         "BPF_PROG_TEST_RUN live frames: {}",
                         std::io::Error::last_os_error()
@@ -477,6 +498,13 @@ impl Dut {
 }
 
 fn run_one(which: Which, size: usize, o: &Opts, dir: &Path) -> BoxResult<(f64, f64)> {
+    let r = run_one_inner(which, size, o, dir);
+    // The kernel needs a moment before the queues can be bound again.
+    thread::sleep(Duration::from_millis(500));
+    r
+}
+
+fn run_one_inner(which: Which, size: usize, o: &Opts, dir: &Path) -> BoxResult<(f64, f64)> {
     let mut dut = Dut::start(which, o, dir)?;
     let gen = Generator::start(size, o.gen_cpu)?;
     thread::sleep(o.warmup);
@@ -489,8 +517,6 @@ fn run_one(which: Which, size: usize, o: &Opts, dir: &Path) -> BoxResult<(f64, f
     let secs = t0.elapsed().as_secs_f64();
     gen.stop()?;
     dut.stop()?;
-    // The kernel needs a moment before the queues can be bound again.
-    thread::sleep(Duration::from_millis(300));
     Ok((c1.saturating_sub(c0) as f64 / secs / 1e6, g1.saturating_sub(g0) as f64 / secs / 1e6))
 }
 
@@ -532,7 +558,7 @@ fn main() {
         }
     }
     let _lock = testpmd::PeerLock::acquire();
-    let veths = match Veths::new() {
+    let veths = match Veths::new(o.xdp_sink) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("afxdp: veth setup: {e} (needs root)");
@@ -542,8 +568,13 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("pw-afxdp-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create work dir");
     println!(
-        "afxdp: DUT on cpu {}, generator on cpu {}, {} run(s), warm-up {:?}, window {:?}",
-        o.dut_cpu, o.gen_cpu, o.runs, o.warmup, o.duration
+        "afxdp: DUT on cpu {}, generator on cpu {}, {} run(s), warm-up {:?}, window {:?}, sink {}",
+        o.dut_cpu,
+        o.gen_cpu,
+        o.runs,
+        o.warmup,
+        o.duration,
+        if o.xdp_sink { "XDP_DROP" } else { "kernel stack" }
     );
     let mut failures = 0;
     let mut rows = Vec::new();
