@@ -418,7 +418,21 @@ impl PodwireDut {
             .ok_or_else(|| "no port out in podwire stats".into())
     }
 
+    /// `podwire stats` of both ports, one line each, for the log of a run.
+    fn stats_line(&self) -> String {
+        let out = Command::new(&self.bin)
+            .args(["stats", "--socket"])
+            .arg(&self.control)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines().skip(1).map(|l| format!("      {l}\n")).collect()
+    }
+
     fn stop(mut self) -> BoxResult<()> {
+        if let Some(keep) = std::env::var_os("AFXDP_KEEP_LOG") {
+            let _ = std::fs::copy(self.dir.join("podwire.log"), keep);
+        }
         // SAFETY: kill(2) on the PID of the child we spawned and have not reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -515,6 +529,9 @@ fn run_one_inner(which: Which, size: usize, o: &Opts, dir: &Path) -> BoxResult<(
     let c1 = dut.tx_out()?;
     let g1 = gen.sent.load(Ordering::Relaxed);
     let secs = t0.elapsed().as_secs_f64();
+    if let (Dut::Podwire(p), true) = (&dut, std::env::var_os("AFXDP_VERBOSE").is_some()) {
+        print!("{}", p.stats_line());
+    }
     gen.stop()?;
     dut.stop()?;
     Ok((c1.saturating_sub(c0) as f64 / secs / 1e6, g1.saturating_sub(g0) as f64 / secs / 1e6))

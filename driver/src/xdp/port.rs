@@ -634,6 +634,17 @@ fn monitor(
         }
         for (q, fd) in fds.iter().enumerate() {
             if let Some(s) = statistics(fd.as_raw_fd()) {
+                tracing::debug!(
+                    port = %name,
+                    queue = q,
+                    rx_dropped = s.rx_dropped,
+                    rx_ring_full = s.rx_ring_full,
+                    fill_ring_empty = s.rx_fill_ring_empty_descs,
+                    rx_invalid = s.rx_invalid_descs,
+                    tx_invalid = s.tx_invalid_descs,
+                    tx_ring_empty = s.tx_ring_empty_descs,
+                    "kernel AF_XDP statistics"
+                );
                 shared.kernel_drops[q].store(s.rx_dropped + s.rx_ring_full, Ordering::Relaxed);
                 shared.kernel_errors[q]
                     .store(s.rx_invalid_descs + s.tx_invalid_descs, Ordering::Relaxed);
