@@ -120,9 +120,15 @@ impl XskSocket {
             setsockopt(&fd, libc::XDP_UMEM_REG, &layout.reg(), "register UMEM (XDP_UMEM_REG)")?;
         }
         // Every socket gets its own fill and completion rings (needed when sockets on
-        // different queues share a UMEM).
-        setsockopt(&fd, libc::XDP_UMEM_FILL_RING, &ring_size, "XDP_UMEM_FILL_RING")?;
-        setsockopt(&fd, libc::XDP_UMEM_COMPLETION_RING, &ring_size, "XDP_UMEM_COMPLETION_RING")?;
+        // different queues share a UMEM). They are twice the size of rx and tx, as
+        // libxdp does: the kernel publishes its fill consumer index only when it has
+        // used up every entry it saw, so a fill ring exactly as large as the buffers
+        // put in it can look full to us while the kernel has taken them all.
+        let big = ring_size.checked_mul(2).ok_or_else(|| {
+            DriverError::InvalidArgument(format!("AF_XDP ring size {ring_size} too large"))
+        })?;
+        setsockopt(&fd, libc::XDP_UMEM_FILL_RING, &big, "XDP_UMEM_FILL_RING")?;
+        setsockopt(&fd, libc::XDP_UMEM_COMPLETION_RING, &big, "XDP_UMEM_COMPLETION_RING")?;
         setsockopt(&fd, libc::XDP_RX_RING, &ring_size, "XDP_RX_RING")?;
         setsockopt(&fd, libc::XDP_TX_RING, &ring_size, "XDP_TX_RING")?;
 
@@ -151,12 +157,11 @@ impl XskSocket {
             Ring::map(&fd, libc::XDP_PGOFF_RX_RING as u64, ring_size, &off.rx, "mmap rx ring")?;
         let tx =
             Ring::map(&fd, libc::XDP_PGOFF_TX_RING as u64, ring_size, &off.tx, "mmap tx ring")?;
-        let fill =
-            Ring::map(&fd, libc::XDP_UMEM_PGOFF_FILL_RING, ring_size, &off.fr, "mmap fill ring")?;
+        let fill = Ring::map(&fd, libc::XDP_UMEM_PGOFF_FILL_RING, big, &off.fr, "mmap fill ring")?;
         let comp = Ring::map(
             &fd,
             libc::XDP_UMEM_PGOFF_COMPLETION_RING,
-            ring_size,
+            big,
             &off.cr,
             "mmap completion ring",
         )?;
