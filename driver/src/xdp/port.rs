@@ -239,7 +239,11 @@ impl AfXdpPort {
         );
 
         let slots = pool.config().count as usize;
-        let fill_target = ring.min((slots / (8 * cfg.queues as usize)).max(64) as u32);
+        // Keep the fill ring (2 * ring entries) nearly full: on veth, forwarding rose
+        // from 0.45 to 0.52 Mpps going from 512 to 4000 buffers in it. At most a
+        // quarter of the pool goes to the fill rings of one port.
+        let fill_target =
+            (2 * ring - FILL_BATCH).min((slots / (4 * cfg.queues as usize)).max(64) as u32);
         let shared = Arc::new(Shared {
             link_up: AtomicBool::new(up && running),
             stop: AtomicBool::new(false),
