@@ -48,7 +48,7 @@ fn assert_no_xdp(net: &NetSetup) {
 fn ping_tcp_roundtrip(tag: &str, subnet: u8, queues: u16, mode: &str, streams: u16) {
     let _g = serial();
     let net = NetSetup::new(tag, 2, queues, subnet);
-    let dir = test_dir(tag);
+    let dir = test_dir(&format!("xdp-{tag}"));
     let daemon = Daemon::start(&dir, &config(&net, queues, mode), &[]);
     daemon.wait_port("x0", Duration::from_secs(5), |p| p.link == "up");
     daemon.wait_port("x1", Duration::from_secs(5), |p| p.link == "up");
@@ -118,6 +118,7 @@ fn ping_tcp_roundtrip(tag: &str, subnet: u8, queues: u16, mode: &str, streams: u
     assert!(net.host_link(0).contains("xdp"));
     drop(daemon); // SIGKILL and reap
     assert_no_xdp(&net);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -209,6 +210,7 @@ fn bad_setups_fail_with_clear_errors() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("port \"up\"") && err.contains("\"pwnosuch0\" does not exist"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Mixing kinds: an AF_XDP port (a kernel namespace behind a veth) cross-connected
@@ -259,4 +261,5 @@ fn af_xdp_to_vhost_user_pod_answers_ping() {
     assert!(vhost.rx_packets >= 21 && kernel.tx_packets >= 21, "{kernel:?} {vhost:?}");
     assert_eq!(kernel.errors + vhost.errors, 0, "{kernel:?} {vhost:?}");
     assert_no_xdp(&net);
+    let _ = std::fs::remove_dir_all(&dir);
 }
