@@ -172,6 +172,12 @@ impl AfXdpPort {
         if cfg.queues == 0 || cfg.queues > MAX_QUEUES {
             return Err(inv(format!("queues = {} (1 to {MAX_QUEUES})", cfg.queues)));
         }
+        if !cfg.ring_size.is_power_of_two() || !(64..=1 << 15).contains(&cfg.ring_size) {
+            return Err(inv(format!(
+                "ring size {} (a power of two from 64 to 32768)",
+                cfg.ring_size
+            )));
+        }
         let ifname = cfg.interface.clone();
         let Some(ifindex) = if_nametoindex(&ifname) else {
             return Err(inv(format!("interface {ifname:?} does not exist")));
@@ -242,8 +248,8 @@ impl AfXdpPort {
         // Keep the fill ring (2 * ring entries) nearly full: on veth, forwarding rose
         // from 0.45 to 0.52 Mpps going from 512 to 4000 buffers in it. At most a
         // quarter of the pool goes to the fill rings of one port.
-        let fill_target =
-            (2 * ring - FILL_BATCH).min((slots / (4 * cfg.queues as usize)).max(64) as u32);
+        let fill_target = (2 * ring - FILL_BATCH)
+            .min((slots / (4 * cfg.queues as usize)).max(FILL_BATCH as usize * 2) as u32);
         let shared = Arc::new(Shared {
             link_up: AtomicBool::new(up && running),
             stop: AtomicBool::new(false),
