@@ -81,16 +81,25 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let ports = build_ports(&config.ports, &pool)?;
     for (p, cfg) in ports.iter().zip(&config.ports) {
         let info = p.info();
-        let PortKind::VhostUser(v) = &cfg.kind;
-        tracing::info!(
-            port = p.name(),
-            kind = info.kind,
-            socket = %v.socket.display(),
-            mode = ?v.mode,
-            queues = info.queues,
-            mac = %info.mac,
-            "port created"
-        );
+        match &cfg.kind {
+            PortKind::VhostUser(v) => tracing::info!(
+                port = p.name(),
+                kind = info.kind,
+                socket = %v.socket.display(),
+                mode = ?v.mode,
+                queues = info.queues,
+                mac = %info.mac,
+                "port created"
+            ),
+            PortKind::AfXdp(x) => tracing::info!(
+                port = p.name(),
+                kind = info.kind,
+                interface = %x.interface,
+                queues = info.queues,
+                mac = %info.mac,
+                "port created"
+            ),
+        }
     }
 
     let pairs: Vec<[usize; 2]> = config.xconnects.iter().map(|x| x.ports).collect();

@@ -3,12 +3,14 @@
 //! - [`mem`]: hugepage DMA memory with O(1) virtual-to-IOVA translation.
 //! - [`mempool`]: packet buffers carved from DMA memory, with per-thread caches.
 //! - [`port`]: the burst-oriented Port API every port implements.
+//! - [`xdp`]: the AF_XDP port.
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod mem;
 pub mod mempool;
 pub mod port;
+pub mod xdp;
 
 pub use error::{DriverError, Result};
 pub use mem::{DmaMemory, IovaMode};

@@ -233,6 +233,97 @@ impl Mempool {
         &self.inner().mem
     }
 
+    /// Bytes between the starts of two buffer slots.
+    pub fn stride(&self) -> usize {
+        self.inner().cfg.stride()
+    }
+
+    /// Bytes of one buffer slot (headroom plus data room): what a device may write
+    /// from a slot's first byte.
+    pub fn slot_size(&self) -> usize {
+        self.inner().slot_size as usize
+    }
+
+    /// The slot containing byte `off` of [`memory`](Self::memory): its index and the
+    /// offset of its first byte. `None` when `off` lies outside every slot (beyond the
+    /// last one, or in the padding at the end of a segment). For untrusted offsets
+    /// coming back from a device.
+    #[inline]
+    pub fn slot_containing(&self, off: usize) -> Option<(u32, u32)> {
+        let inner = self.inner();
+        let stride = inner.cfg.stride();
+        let (segment, per_segment) = if inner.mem.iova_mode() == IovaMode::Physical {
+            let seg = inner.mem.page_size();
+            (seg, seg / stride)
+        } else {
+            (usize::MAX, usize::MAX)
+        };
+        let (seg_idx, within) =
+            if segment == usize::MAX { (0, off) } else { (off / segment, off % segment) };
+        let in_seg = within / stride;
+        if in_seg >= per_segment {
+            return None;
+        }
+        let idx = seg_idx.checked_mul(per_segment.min(u32::MAX as usize))?.checked_add(in_seg)?;
+        if idx >= inner.cfg.count as usize {
+            return None;
+        }
+        let start = if segment == usize::MAX {
+            in_seg * stride
+        } else {
+            seg_idx * segment + in_seg * stride
+        };
+        Some((idx as u32, start as u32))
+    }
+
+    /// Offset of slot number `idx` in [`memory`](Self::memory), or `None` beyond the
+    /// last slot. The inverse of [`slot_containing`](Self::slot_containing).
+    pub fn slot_offset_of(&self, idx: u32) -> Option<u32> {
+        let inner = self.inner();
+        if idx >= inner.cfg.count {
+            return None;
+        }
+        let stride = inner.cfg.stride();
+        let i = idx as usize;
+        let off = if inner.mem.iova_mode() == IovaMode::Physical {
+            let seg = inner.mem.page_size();
+            let per = seg / stride;
+            (i / per) * seg + (i % per) * stride
+        } else {
+            i * stride
+        };
+        u32::try_from(off).ok()
+    }
+
+    /// Turns a slot handed out with [`PacketBuf::into_raw`] back into a buffer with
+    /// `len` bytes of data starting `data_off` bytes into the slot.
+    ///
+    /// # Safety
+    /// `slot_off` must be the offset returned by `into_raw` of a buffer of this pool
+    /// that has not been turned back yet (exactly once per `into_raw`), and nothing
+    /// else may access the slot any more. `data_off + len` must not exceed
+    /// [`slot_size`](Self::slot_size) (checked; panics otherwise).
+    #[inline]
+    pub unsafe fn buf_from_raw(&self, slot_off: u32, data_off: u16, len: u16) -> PacketBuf {
+        let inner = self.inner();
+        assert!(data_off as usize + len as usize <= inner.slot_size as usize);
+        PacketBuf {
+            pool: self.inner,
+            // SAFETY: the caller guarantees slot_off is a slot of this pool, so it
+            // lies inside the memory region.
+            slot: unsafe { NonNull::new_unchecked(inner.mem.as_ptr().add(slot_off as usize)) },
+            off: slot_off,
+            data_off,
+            len,
+        }
+    }
+
+    /// Whether `buf` belongs to this pool.
+    #[inline]
+    pub fn owns(&self, buf: &PacketBuf) -> bool {
+        buf.pool == self.inner
+    }
+
     /// Buffers in the shared ring (not counting thread caches and packets in use).
     pub fn in_ring(&self) -> usize {
         self.inner().free.len()
@@ -578,6 +669,23 @@ impl PacketBuf {
     pub fn reset(&mut self) {
         self.data_off = self.pool().cfg.headroom as u16;
         self.len = 0;
+    }
+
+    /// Offset of the buffer's slot in its pool's memory.
+    #[inline]
+    pub fn slot_offset(&self) -> u32 {
+        self.off
+    }
+
+    /// Gives up the handle without returning the buffer to its pool, for a device
+    /// that owns the slot for a while (an AF_XDP fill or tx ring). Returns the slot's
+    /// offset; [`Mempool::buf_from_raw`] turns it back into a buffer. A slot never
+    /// turned back stays out of the pool (and keeps the pool's memory alive).
+    #[inline]
+    pub fn into_raw(self) -> u32 {
+        let off = self.off;
+        std::mem::forget(self);
+        off
     }
 
     /// The IOVA of the first data byte.
