@@ -13,11 +13,13 @@
 //! `cargo bench --bench pvp -- --help` for the flags. Needs root, hugepages and
 //! `dpdk-testpmd` (scripts/install-deps.sh).
 
+#[path = "common/harness.rs"]
+mod harness;
+use harness::{fmt3, min_med_max, spawn_podwire};
 #[path = "../tests/common/testpmd.rs"]
 mod testpmd;
 
 use std::fmt::Write as _;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -212,26 +214,7 @@ impl PodwireSwitch {
             )?;
         }
         cfg.push_str("[[xconnect]]\nports = [\"p0\", \"p1\"]\n");
-        let cfg_path = dir.join("podwire.toml");
-        std::fs::write(&cfg_path, cfg)?;
-        let log = std::fs::File::create(dir.join("podwire.log"))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(&cfg_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        // SAFETY: runs between fork and exec and only calls prctl (async-signal-safe).
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn()?;
+        let child = spawn_podwire(bin, dir, &cfg)?;
         let mut sw = PodwireSwitch { child, dir: dir.to_path_buf(), control, exited: false };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !(socks.iter().all(|s| s.exists()) && sw.control.exists()) {
@@ -403,24 +386,6 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
         own_hugepage_kib: own,
         hugepages_taken: free_before - free_after,
     })
-}
-
-fn min_med_max(v: &[f64]) -> Option<(f64, f64, f64)> {
-    if v.is_empty() {
-        return None;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    let med = if n % 2 == 1 { s[n / 2] } else { (s[n / 2 - 1] + s[n / 2]) / 2.0 };
-    Some((s[0], med, s[n - 1]))
-}
-
-fn fmt3(v: Option<(f64, f64, f64)>, prec: usize) -> String {
-    match v {
-        Some((a, b, c)) => format!("{a:.prec$} / {b:.prec$} / {c:.prec$}"),
-        None => "-".into(),
-    }
 }
 
 fn main() {

@@ -21,6 +21,14 @@
 //! socket_perms = "0660"                          # optional (string or 0o660)
 //! socket_group = "kvm"                           # optional
 //! [[ports]]
+//! name = "uplink"
+//! type = "af-xdp"
+//! interface = "eth1"                             # a kernel netdev
+//! queues = 2                                     # queues 0..2, one AF_XDP socket each
+//! xdp_mode = "auto"                              # auto | native | generic
+//! zero_copy = "auto"                             # auto | on | off
+//! replace_program = false                        # true: replace a foreign XDP program
+//! [[ports]]
 //! name = "vf0"
 //! type = "vfio"                                  # a NIC function owned through VFIO
 //! pci = "0000:01:10.0"                           # bound with `podwire pci bind`
@@ -39,6 +47,7 @@ use std::path::{Path, PathBuf};
 
 use podwire_driver::nic::{VfioPortConfig, DEFAULT_RING_SIZE};
 use podwire_driver::pci::PciAddress;
+use podwire_driver::xdp::{XdpMode, ZeroCopy};
 use podwire_driver::MacAddr;
 use podwire_vhost::{SocketMode, VhostUserConfig};
 use serde::Deserialize;
@@ -59,6 +68,8 @@ pub const MIN_BUFFER_SIZE: u32 = 1536;
 pub const MAX_BUFFER_SIZE: u32 = 16384;
 /// Most queue pairs of a vhost-user port.
 pub const MAX_QUEUES: u16 = 16;
+/// Most queues of an AF_XDP port.
+pub const MAX_XDP_QUEUES: u16 = 64;
 /// Longest unix socket path: `sun_path` is 108 bytes including the terminating NUL.
 pub const MAX_SOCKET_PATH: usize = 107;
 /// Longest port name.
@@ -151,6 +162,23 @@ pub enum PortKind {
     VhostUser(VhostUserConfig),
     /// A NIC function owned through VFIO; the driver is chosen by vendor:device.
     Vfio(VfioPortConfig),
+    /// An AF_XDP port on a kernel interface.
+    AfXdp(AfXdpPortConfig),
+}
+
+/// Settings of an AF_XDP port.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AfXdpPortConfig {
+    /// Kernel interface name.
+    pub interface: String,
+    /// Queues taken (0..queues).
+    pub queues: u16,
+    /// XDP attach mode.
+    pub xdp_mode: XdpMode,
+    /// Zero-copy request.
+    pub zero_copy: ZeroCopy,
+    /// Whether a foreign XDP program may be replaced.
+    pub replace_program: bool,
 }
 
 /// A cross-connect: everything received on one port is sent on the other, and back.
@@ -193,6 +221,20 @@ struct RawWorkers {
 #[serde(deny_unknown_fields)]
 struct RawXconnect {
     ports: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAfXdp {
+    #[serde(rename = "name")]
+    _name: String,
+    #[serde(rename = "type")]
+    _type: String,
+    interface: String,
+    queues: Option<i64>,
+    xdp_mode: Option<String>,
+    zero_copy: Option<String>,
+    replace_program: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +341,8 @@ impl Validator<'_> {
         let mut ports = Vec::with_capacity(raw.ports.len());
         let mut by_name: HashMap<String, usize> = HashMap::new();
         let mut sockets: HashMap<PathBuf, String> = HashMap::new();
+        let mut interfaces: HashMap<String, String> = HashMap::new();
+        let mut pcis: HashMap<PciAddress, String> = HashMap::new();
         sockets.insert(control_socket.clone(), "control_socket".into());
         for (i, table) in raw.ports.into_iter().enumerate() {
             let port = self.port(i, table)?;
@@ -320,12 +364,19 @@ impl Validator<'_> {
                 }
                 PortKind::Vfio(v) => {
                     let key = format!("ports[{i}].pci");
-                    if let Some(other) =
-                        sockets.insert(PathBuf::from(v.pci.to_string()), key.clone())
-                    {
+                    if let Some(other) = pcis.insert(v.pci, key.clone()) {
                         return Err(
                             self.err(key, format!("PCI device {} is also used by {other}", v.pci))
                         );
+                    }
+                }
+                PortKind::AfXdp(x) => {
+                    let key = format!("ports[{i}].interface");
+                    if let Some(other) = interfaces.insert(x.interface.clone(), key.clone()) {
+                        return Err(self.err(
+                            key,
+                            format!("interface {} is also used by {other}", x.interface),
+                        ));
                     }
                 }
             }
@@ -459,6 +510,26 @@ impl Validator<'_> {
                 let v = self.vhost_user(i, &name, raw)?;
                 Ok(PortConfig { name, kind: PortKind::VhostUser(v) })
             }
+            "af-xdp" => {
+                for (key, value) in &table {
+                    let want = match key.as_str() {
+                        "queues" => "integer",
+                        "replace_program" => "boolean",
+                        "name" | "type" | "interface" | "xdp_mode" | "zero_copy" => "string",
+                        _ => continue,
+                    };
+                    if value.type_str() != want {
+                        return Err(
+                            self.err(at(key), format!("must be {want}, not {}", value.type_str()))
+                        );
+                    }
+                }
+                let raw: RawAfXdp =
+                    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+                        self.err(format!("ports[{i}] ({name})"), e.message())
+                    })?;
+                Ok(PortConfig { name, kind: PortKind::AfXdp(self.af_xdp(i, raw)?) })
+            }
             "vfio" => {
                 for (key, value) in &table {
                     let want = match key.as_str() {
@@ -479,18 +550,9 @@ impl Validator<'_> {
                 let v = self.vfio(i, &name, raw)?;
                 Ok(PortConfig { name, kind: PortKind::Vfio(v) })
             }
-            "af-xdp" => Err(self.err(
-                at("type"),
-                format!(
-                    "port type {kind:?} is not implemented yet (available: \"vhost-user\", \"vfio\")"
-                ),
-            )),
             _ => Err(self.err(
                 at("type"),
-                format!(
-                    "unknown port type {kind:?} (known: \"vhost-user\", \"vfio\"; \"af-xdp\" is \
-                     planned)"
-                ),
+                format!("unknown port type {kind:?} (known: \"vhost-user\", \"af-xdp\", \"vfio\")"),
             )),
         }
     }
@@ -620,6 +682,63 @@ impl Validator<'_> {
         Ok(VfioPortConfig { name: name.to_owned(), pci, queues, mac, ring_size })
     }
 
+    fn af_xdp(&self, i: usize, raw: RawAfXdp) -> Result<AfXdpPortConfig, ConfigError> {
+        let at = |k: &str| format!("ports[{i}].{k}");
+        let ifname = &raw.interface;
+        if ifname.is_empty()
+            || ifname.len() >= libc::IF_NAMESIZE
+            || ifname.contains('/')
+            || ifname.contains(char::is_whitespace)
+            || ifname == "."
+            || ifname == ".."
+        {
+            return Err(self.err(
+                at("interface"),
+                format!(
+                    "{ifname:?} is not an interface name (1 to {} bytes, no '/' or spaces)",
+                    libc::IF_NAMESIZE - 1
+                ),
+            ));
+        }
+        let queues = match raw.queues {
+            None => 1,
+            Some(q) if (1..=MAX_XDP_QUEUES as i64).contains(&q) => q as u16,
+            Some(q) => {
+                return Err(
+                    self.err(at("queues"), format!("{q} is out of range (1..={MAX_XDP_QUEUES})"))
+                )
+            }
+        };
+        let xdp_mode = match raw.xdp_mode.as_deref() {
+            None | Some("auto") => XdpMode::Auto,
+            Some("native") => XdpMode::Native,
+            Some("generic") => XdpMode::Generic,
+            Some(m) => {
+                return Err(self.err(
+                    at("xdp_mode"),
+                    format!("{m:?} is not \"auto\", \"native\" or \"generic\""),
+                ))
+            }
+        };
+        let zero_copy = match raw.zero_copy.as_deref() {
+            None | Some("auto") => ZeroCopy::Auto,
+            Some("on") => ZeroCopy::On,
+            Some("off") => ZeroCopy::Off,
+            Some(m) => {
+                return Err(
+                    self.err(at("zero_copy"), format!("{m:?} is not \"auto\", \"on\" or \"off\""))
+                )
+            }
+        };
+        Ok(AfXdpPortConfig {
+            interface: raw.interface,
+            queues,
+            xdp_mode,
+            zero_copy,
+            replace_program: raw.replace_program.unwrap_or(false),
+        })
+    }
+
     fn perms(&self, key: &str, v: &toml::Value) -> Result<u32, ConfigError> {
         let bits = match v {
             toml::Value::String(s) => {
@@ -743,6 +862,44 @@ mod tests {
         ports = ["a", "b"]
     "#;
 
+    const XDP: &str = r#"
+        [workers]
+        cores = [0]
+        [[ports]]
+        name = "x"
+        type = "af-xdp"
+        interface = "veth-a"
+        queues = 2
+        xdp_mode = "native"
+        zero_copy = "off"
+        replace_program = true
+        [[ports]]
+        name = "y"
+        type = "af-xdp"
+        interface = "veth-b"
+    "#;
+
+    #[test]
+    fn af_xdp_config_parses() {
+        let c = parse(XDP).unwrap();
+        let PortKind::AfXdp(x) = &c.ports[0].kind else { panic!("af-xdp") };
+        assert_eq!(
+            x,
+            &AfXdpPortConfig {
+                interface: "veth-a".into(),
+                queues: 2,
+                xdp_mode: XdpMode::Native,
+                zero_copy: ZeroCopy::Off,
+                replace_program: true
+            }
+        );
+        let PortKind::AfXdp(y) = &c.ports[1].kind else { panic!("af-xdp") };
+        assert_eq!(
+            (y.queues, y.xdp_mode, y.zero_copy, y.replace_program),
+            (1, XdpMode::Auto, ZeroCopy::Auto, false)
+        );
+    }
+
     #[test]
     fn good_config_parses_with_defaults() {
         let c = parse(GOOD).unwrap();
@@ -755,9 +912,9 @@ mod tests {
             }
         );
         assert_eq!(c.ports.len(), 2);
-        let PortKind::VhostUser(a) = &c.ports[0].kind else { panic!("not vhost-user") };
+        let PortKind::VhostUser(a) = &c.ports[0].kind else { panic!("vhost-user") };
         assert_eq!((a.mode, a.queues, a.socket_perms, a.mac), (SocketMode::Server, 1, 0o660, None));
-        let PortKind::VhostUser(b) = &c.ports[1].kind else { panic!("not vhost-user") };
+        let PortKind::VhostUser(b) = &c.ports[1].kind else { panic!("vhost-user") };
         assert_eq!((b.mode, b.queues, b.socket_perms), (SocketMode::Client, 4, 0o600));
         assert_eq!((a.name.as_str(), b.name.as_str()), ("a", "b"), "named after their entries");
         assert_eq!(c.xconnects, vec![XconnectConfig { ports: [0, 1] }]);
@@ -820,7 +977,14 @@ mod tests {
             (GOOD.replace("[workers]", "[workers]\nthreads = 2"), "unknown field `threads`"),
             (GOOD.replace("socket = \"/tmp/a.sock\"", "sokcet = 1"), "unknown field `sokcet`"),
             (GOOD.replacen("vhost-user", "vhost", 1), "ports[0].type: unknown port type"),
-            (GOOD.replacen("vhost-user", "af-xdp", 1), "\"af-xdp\" is not implemented yet"),
+            (GOOD.replacen("vhost-user", "vfio", 1), "ports[0] (a): unknown field `socket`"),
+            (GOOD.replacen("vhost-user", "af-xdp", 1), "ports[0] (a): unknown field `socket`"),
+            (XDP.replace("queues = 2", "queues = 0"), "ports[0].queues: 0 is out of range"),
+            (XDP.replace("\"native\"", "\"fast\""), "ports[0].xdp_mode: \"fast\" is not"),
+            (XDP.replace("\"off\"", "\"yes\""), "ports[0].zero_copy: \"yes\" is not"),
+            (XDP.replace("replace_program = true", "replace_program = 1"), "must be boolean"),
+            (XDP.replace("\"veth-b\"", "\"veth-a\""), "interface veth-a is also used by"),
+            (XDP.replace("\"veth-a\"", "\"a/b\""), "ports[0].interface: \"a/b\" is not"),
         ];
         for (text, want) in cases {
             let e = parse(&text).unwrap_err().to_string();

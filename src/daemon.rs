@@ -100,6 +100,14 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
                 link_up = p.link_up(),
                 "port created"
             ),
+            PortKind::AfXdp(x) => tracing::info!(
+                port = p.name(),
+                kind = info.kind,
+                interface = %x.interface,
+                queues = info.queues,
+                mac = %info.mac,
+                "port created"
+            ),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Building ports from their configuration.
 
+use podwire_driver::xdp::{AfXdpConfig, AfXdpPort, DEFAULT_RING_SIZE};
 use podwire_driver::{Mempool, Port};
 use podwire_vhost::VhostUserPort;
 
@@ -27,6 +28,23 @@ pub fn build_port(cfg: &PortConfig, pool: &Mempool) -> Result<Box<dyn Port>, Por
             &podwire_driver::pci::Sysfs::system(),
         )
         .map_err(|e| PortBuildError { name: cfg.name.clone(), reason: e.to_string() }),
+        PortKind::AfXdp(x) => {
+            let xcfg = AfXdpConfig {
+                name: cfg.name.clone(),
+                interface: x.interface.clone(),
+                queues: x.queues,
+                xdp_mode: x.xdp_mode,
+                zero_copy: x.zero_copy,
+                replace_program: x.replace_program,
+                ring_size: DEFAULT_RING_SIZE,
+            };
+            AfXdpPort::new(xcfg, pool.clone()).map(|p| Box::new(p) as Box<dyn Port>).map_err(|e| {
+                PortBuildError {
+                    name: cfg.name.clone(),
+                    reason: format!("AF_XDP on {}: {e}", x.interface),
+                }
+            })
+        }
     }
 }
 

@@ -218,9 +218,9 @@ fn cases(dir: &Path) -> Vec<(&'static str, String, String)> {
             "missing field `workers`".into(),
         ),
         (
-            "port type not implemented yet",
+            "af-xdp port with vhost-user keys",
             g.replacen("\"vhost-user\"", "\"af-xdp\"", 1),
-            "ports[0].type: port type \"af-xdp\" is not implemented yet".into(),
+            "unknown field `socket`, expected one of `name`, `type`, `interface`".into(),
         ),
         (
             "vfio port with vhost-user keys",

@@ -5,6 +5,7 @@
 //! - [`port`]: the burst-oriented Port API every port implements.
 //! - [`pci`], [`vfio`]: PCI devices in sysfs, and owning one through VFIO.
 //! - [`nic`]: poll-mode drivers for VFIO devices (igbvf).
+//! - [`xdp`]: the AF_XDP port.
 #![warn(missing_docs)]
 
 pub mod error;
@@ -14,6 +15,7 @@ pub mod nic;
 pub mod pci;
 pub mod port;
 pub mod vfio;
+pub mod xdp;
 
 pub use error::{DriverError, Result};
 pub use mem::{DmaMemory, IovaMode};

@@ -233,6 +233,97 @@ impl Mempool {
         &self.inner().mem
     }
 
+    /// Bytes between the starts of two buffer slots.
+    pub fn stride(&self) -> usize {
+        self.inner().cfg.stride()
+    }
+
+    /// Bytes of one buffer slot (headroom plus data room): what a device may write
+    /// from a slot's first byte.
+    pub fn slot_size(&self) -> usize {
+        self.inner().slot_size as usize
+    }
+
+    /// The slot containing byte `off` of [`memory`](Self::memory): its index and the
+    /// offset of its first byte. `None` when `off` lies outside every slot (beyond the
+    /// last one, or in the padding at the end of a segment). For untrusted offsets
+    /// coming back from a device.
+    #[inline]
+    pub fn slot_containing(&self, off: usize) -> Option<(u32, u32)> {
+        let inner = self.inner();
+        let stride = inner.cfg.stride();
+        let (segment, per_segment) = if inner.mem.iova_mode() == IovaMode::Physical {
+            let seg = inner.mem.page_size();
+            (seg, seg / stride)
+        } else {
+            (usize::MAX, usize::MAX)
+        };
+        let (seg_idx, within) =
+            if segment == usize::MAX { (0, off) } else { (off / segment, off % segment) };
+        let in_seg = within / stride;
+        if in_seg >= per_segment {
+            return None;
+        }
+        let idx = seg_idx.checked_mul(per_segment.min(u32::MAX as usize))?.checked_add(in_seg)?;
+        if idx >= inner.cfg.count as usize {
+            return None;
+        }
+        let start = if segment == usize::MAX {
+            in_seg * stride
+        } else {
+            seg_idx * segment + in_seg * stride
+        };
+        Some((idx as u32, start as u32))
+    }
+
+    /// Offset of slot number `idx` in [`memory`](Self::memory), or `None` beyond the
+    /// last slot. The inverse of [`slot_containing`](Self::slot_containing).
+    pub fn slot_offset_of(&self, idx: u32) -> Option<u32> {
+        let inner = self.inner();
+        if idx >= inner.cfg.count {
+            return None;
+        }
+        let stride = inner.cfg.stride();
+        let i = idx as usize;
+        let off = if inner.mem.iova_mode() == IovaMode::Physical {
+            let seg = inner.mem.page_size();
+            let per = seg / stride;
+            (i / per) * seg + (i % per) * stride
+        } else {
+            i * stride
+        };
+        u32::try_from(off).ok()
+    }
+
+    /// Turns a slot handed out with [`PacketBuf::into_raw`] back into a buffer with
+    /// `len` bytes of data starting `data_off` bytes into the slot.
+    ///
+    /// # Safety
+    /// `slot_off` must be the offset returned by `into_raw` of a buffer of this pool
+    /// that has not been turned back yet (exactly once per `into_raw`), and nothing
+    /// else may access the slot any more. `data_off + len` must not exceed
+    /// [`slot_size`](Self::slot_size) (checked; panics otherwise).
+    #[inline]
+    pub unsafe fn buf_from_raw(&self, slot_off: u32, data_off: u16, len: u16) -> PacketBuf {
+        let inner = self.inner();
+        assert!(data_off as usize + len as usize <= inner.slot_size as usize);
+        PacketBuf {
+            pool: self.inner,
+            // SAFETY: the caller guarantees slot_off is a slot of this pool, so it
+            // lies inside the memory region.
+            slot: unsafe { NonNull::new_unchecked(inner.mem.as_ptr().add(slot_off as usize)) },
+            off: slot_off,
+            data_off,
+            len,
+        }
+    }
+
+    /// Whether `buf` belongs to this pool.
+    #[inline]
+    pub fn owns(&self, buf: &PacketBuf) -> bool {
+        buf.pool == self.inner
+    }
+
     /// Buffers in the shared ring (not counting thread caches and packets in use).
     pub fn in_ring(&self) -> usize {
         self.inner().free.len()
@@ -580,6 +671,23 @@ impl PacketBuf {
         self.len = 0;
     }
 
+    /// Offset of the buffer's slot in its pool's memory.
+    #[inline]
+    pub fn slot_offset(&self) -> u32 {
+        self.off
+    }
+
+    /// Gives up the handle without returning the buffer to its pool, for a device
+    /// that owns the slot for a while (an AF_XDP fill or tx ring). Returns the slot's
+    /// offset; [`Mempool::buf_from_raw`] turns it back into a buffer. A slot never
+    /// turned back stays out of the pool (and keeps the pool's memory alive).
+    #[inline]
+    pub fn into_raw(self) -> u32 {
+        let off = self.off;
+        std::mem::forget(self);
+        off
+    }
+
     /// The IOVA of the first data byte.
     #[inline]
     pub fn iova(&self) -> u64 {
@@ -603,6 +711,44 @@ impl Drop for PacketBuf {
             free_uncached(pool, off);
         }
     }
+}
+
+/// Drops the first `n` buffers of `bufs` (keeping the rest, in order), returning them
+/// to their pool with one visit to this thread's cache when they share a pool (the
+/// common case after a burst was transmitted): dropping them one by one costs a
+/// thread-local lookup per packet.
+#[inline]
+pub fn drop_front(bufs: &mut Vec<PacketBuf>, n: usize) {
+    let n = n.min(bufs.len());
+    if n == 0 {
+        return;
+    }
+    let pool = bufs[0].pool;
+    if bufs[..n].iter().all(|b| b.pool == pool) {
+        let cached = with_cache(pool, |cache| {
+            for b in &bufs[..n] {
+                cache.offs.push(b.off);
+                if cache.offs.len() > CACHE_MAX {
+                    // SAFETY: the cache holds a handle: the pool is alive.
+                    cache.spill_to(unsafe { pool.as_ref() }, CACHE_REFILL);
+                }
+            }
+        });
+        if cached.is_some() {
+            let rest = bufs.len() - n;
+            // SAFETY: the first n buffers' slots are back in the cache, so their
+            // handles are forgotten (not dropped); the remaining `rest` elements are
+            // moved to the front (ranges may overlap: `copy`), and the length then
+            // covers exactly those initialized elements.
+            unsafe {
+                let p = bufs.as_mut_ptr();
+                std::ptr::copy(p.add(n), p, rest);
+                bufs.set_len(rest);
+            }
+            return;
+        }
+    }
+    bufs.drain(..n);
 }
 
 /// A mempool shared by reference count, for APIs that prefer `Arc`.
@@ -699,6 +845,32 @@ mod tests {
         // The pool is still alive for the buffer: reading it is valid.
         assert_eq!(b.len(), 0);
         std::thread::spawn(move || drop(b)).join().unwrap();
+    }
+
+    #[test]
+    fn drop_front_returns_buffers_and_keeps_the_rest_in_order() {
+        let pool = small(64);
+        let mut bufs = Vec::new();
+        pool.alloc_bulk(&mut bufs, 10);
+        for (i, b) in bufs.iter_mut().enumerate() {
+            assert!(b.copy_from(&[i as u8; 4]));
+        }
+        let before = pool.in_thread_cache();
+        drop_front(&mut bufs, 4);
+        assert_eq!(bufs.len(), 6);
+        assert_eq!(pool.in_thread_cache(), before + 4);
+        for (i, b) in bufs.iter().enumerate() {
+            assert_eq!(b.data(), &[(i + 4) as u8; 4]);
+        }
+        drop_front(&mut bufs, 100);
+        assert!(bufs.is_empty());
+        assert_eq!(pool.in_thread_cache(), before + 10);
+        // Buffers of two pools: falls back to dropping one by one.
+        let other = small(8);
+        pool.alloc_bulk(&mut bufs, 2);
+        other.alloc_bulk(&mut bufs, 2);
+        drop_front(&mut bufs, 3);
+        assert_eq!(bufs.len(), 1);
     }
 
     #[test]

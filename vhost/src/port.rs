@@ -430,3 +430,57 @@ fn poll_readable(fd: i32, ms: i32) -> bool {
 pub fn is_socket(path: &Path) -> bool {
     std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(path: &Path) -> VhostUserConfig {
+        VhostUserConfig {
+            name: "t".into(),
+            socket: path.to_path_buf(),
+            mode: SocketMode::Server,
+            queues: 1,
+            mac: None,
+            socket_perms: 0o660,
+            socket_group: None,
+        }
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("pw-sock-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn socket_dirs_are_created_and_stale_sockets_replaced() {
+        let d = dir("stale");
+        let path = d.join("deep/er/a.sock");
+        let l = bind_socket(&cfg(&path)).expect("bind in new directories");
+        assert!(is_socket(&path));
+        drop(l); // a dead daemon's socket file stays behind
+        assert!(is_socket(&path));
+        let _l = bind_socket(&cfg(&path)).expect("stale socket replaced");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn live_sockets_and_other_files_are_not_replaced() {
+        let d = dir("live");
+        std::fs::create_dir_all(&d).unwrap();
+        let live = d.join("live.sock");
+        let _l = bind_socket(&cfg(&live)).unwrap();
+        let e = bind_socket(&cfg(&live)).unwrap_err().to_string();
+        assert!(e.contains("in use"), "{e}");
+        let file = d.join("file");
+        std::fs::write(&file, b"precious").unwrap();
+        let e = bind_socket(&cfg(&file)).unwrap_err().to_string();
+        assert!(e.contains("not a socket"), "{e}");
+        assert_eq!(std::fs::read(&file).unwrap(), b"precious");
+        let mut c = cfg(&d.join("g.sock"));
+        c.socket_group = Some("no-such-group-podwire".into());
+        assert!(bind_socket(&c).unwrap_err().to_string().contains("no such group"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}

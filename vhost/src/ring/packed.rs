@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{fence, AtomicU16, Ordering};
 
-use podwire_driver::mempool::PacketBuf;
+use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
@@ -58,6 +58,14 @@ pub struct PackedRing {
     /// Used descriptors of the current burst, written together by `flush_used`.
     shadow: Vec<UsedEntry>,
     batch: Batch,
+    /// Guest tx only: the first used descriptor not yet shown to the frontend. The
+    /// ones after it are written as they complete, but the frontend, which consumes
+    /// used descriptors in order, sees none of them until this one's flags flip.
+    /// Releasing them in large groups (as DPDK's vhost does) keeps the frontend's tx
+    /// clean-up from pulling ring cache lines back and forth every burst.
+    held: Option<UsedEntry>,
+    /// Descriptors completed since (and including) the held one.
+    held_descs: u16,
 }
 
 /// Most descriptors one burst call looks at ahead.
@@ -85,6 +93,13 @@ struct UsedEntry {
     id: u16,
     len: u32,
     flags: u16,
+}
+
+impl Drop for PackedRing {
+    /// A ring given up (the frontend stopped it, or left) hands back what it held.
+    fn drop(&mut self) {
+        self.release_held();
+    }
 }
 
 // SAFETY: the raw pointers point into `p.mem`, kept alive by the ring; one owner.
@@ -127,6 +142,8 @@ impl PackedRing {
             segs: SegList::default(),
             shadow: Vec::with_capacity(MAX_SHADOW),
             batch: Batch::default(),
+            held: None,
+            held_descs: 0,
         };
         // Poll mode: ask the frontend not to kick.
         // SAFETY: device_event+2 is inside the checked 4-byte area, 2-aligned.
@@ -225,25 +242,29 @@ impl PackedRing {
         }
     }
 
-    /// Writes the recorded used descriptors: ids and lengths first, then the flags,
-    /// the first descriptor's last, so the frontend sees the batch complete or not
-    /// at all.
+    /// Writes the recorded used descriptors, the batch's first one last, so the
+    /// frontend (which consumes used descriptors in order, polling the first) sees
+    /// the batch complete or not at all. Each descriptor is written whole (length,
+    /// id, then flags) so every ring cache line changes hands once, not once per field.
     #[inline]
     fn flush_used(&mut self) {
         let Some(first) = self.shadow.first().copied() else { return };
-        for e in &self.shadow {
-            // SAFETY: e.at < size: inside the checked ring; fields at their offsets.
-            unsafe {
-                let d = self.desc.add(e.at as usize * DESC_LEN);
-                std::ptr::write_volatile(d.add(8) as *mut u32, e.len);
-                std::ptr::write_volatile(d.add(12) as *mut u16, e.id);
-            }
-        }
         for e in &self.shadow[1..] {
-            self.set_flags(e.at, e.flags);
+            self.write_used_desc(e);
         }
-        self.set_flags(first.at, first.flags);
+        self.write_used_desc(&first);
         self.shadow.clear();
+    }
+
+    #[inline(always)]
+    fn write_used_desc(&self, e: &UsedEntry) {
+        // SAFETY: e.at < size: inside the checked ring; fields at their offsets.
+        unsafe {
+            let d = self.desc.add(e.at as usize * DESC_LEN);
+            std::ptr::write_volatile(d.add(8) as *mut u32, e.len);
+            std::ptr::write_volatile(d.add(12) as *mut u16, e.id);
+        }
+        self.set_flags(e.at, e.flags);
     }
 
     #[inline(always)]
@@ -299,6 +320,49 @@ impl PackedRing {
         };
         if due {
             self.p.signal();
+        }
+    }
+
+    /// Guest tx: marks a chain used. The first one after a release is held back
+    /// (id and length written, flags not); the rest are written whole at once.
+    #[inline(always)]
+    fn complete_tx(&mut self, id: u16, count: u16) {
+        let flags = if self.used_wrap { F_AVAIL | F_USED } else { 0 };
+        let e = UsedEntry { at: self.used_idx, id, len: 0, flags };
+        if self.held.is_none() {
+            // SAFETY: e.at < size: inside the checked ring; fields at their offsets.
+            unsafe {
+                let d = self.desc.add(e.at as usize * DESC_LEN);
+                std::ptr::write_volatile(d.add(8) as *mut u32, 0);
+                std::ptr::write_volatile(d.add(12) as *mut u16, id);
+            }
+            self.held = Some(e);
+        } else {
+            self.write_used_desc(&e);
+        }
+        self.held_descs = self.held_descs.saturating_add(count);
+        self.used_idx += count;
+        if self.used_idx >= self.size {
+            self.used_idx -= self.size;
+            self.used_wrap = !self.used_wrap;
+        }
+    }
+
+    /// How many completed tx descriptors may be held back: all but two bursts' worth,
+    /// so the frontend always has room to send while it waits.
+    #[inline(always)]
+    fn release_threshold(&self) -> u16 {
+        self.size.saturating_sub(64).max(self.size / 2).max(1)
+    }
+
+    /// Shows the frontend every held-back tx completion (and interrupts it if it
+    /// asked).
+    #[inline]
+    fn release_held(&mut self) {
+        if let Some(e) = self.held.take() {
+            self.set_flags(e.at, e.flags);
+            self.notify(e.at, self.held_descs);
+            self.held_descs = 0;
         }
     }
 
@@ -372,6 +436,8 @@ impl PackedRing {
         q: &QueueCounters,
     ) -> Result<usize, RingError> {
         if !self.is_avail(self.avail_idx, self.avail_wrap) {
+            // Idle: show the frontend everything completed so far.
+            self.release_held();
             return Ok(0);
         }
         // The burst is estimated from the descriptors made available (one per packet
@@ -380,8 +446,6 @@ impl PackedRing {
         let start = out.len();
         let got = pool.alloc_bulk(out, est);
         let (mut kept, mut bytes, mut bad) = (start, 0usize, 0u64);
-        let old_used = self.used_idx;
-        let mut moved = 0u16;
         let mut k = 0usize;
         for _ in 0..got {
             if !self.avail_at(k, self.avail_idx, self.avail_wrap) {
@@ -404,13 +468,13 @@ impl PackedRing {
                 None => bad += 1,
             }
             self.advance_avail(chain.count);
-            self.push_used(chain.id, 0, chain.count);
-            moved = moved.wrapping_add(chain.count);
+            self.complete_tx(chain.id, chain.count);
             k += chain.count as usize;
         }
         out.truncate(kept);
-        self.flush_used();
-        self.notify(old_used, moved);
+        if self.held_descs >= self.release_threshold() {
+            self.release_held();
+        }
         if bad > 0 {
             bump(&q.errors, bad);
         }
@@ -482,7 +546,7 @@ impl PackedRing {
         }
         self.flush_used();
         self.notify(old_used, moved);
-        bufs.drain(..taken);
+        drop_front(bufs, taken);
         q.count_tx(sent, bytes);
         if dropped > 0 {
             bump(&q.tx_drops, dropped);

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{fence, AtomicU16, Ordering};
 
-use podwire_driver::mempool::PacketBuf;
+use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
@@ -461,7 +461,7 @@ impl SplitRing {
             bytes += data.len();
         }
         self.publish(old_used);
-        bufs.drain(..taken);
+        drop_front(bufs, taken);
         q.count_tx(sent, bytes);
         if dropped > 0 {
             bump(&q.tx_drops, dropped);
