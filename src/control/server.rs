@@ -336,3 +336,31 @@ pub fn respond(method: &str, path: &str, state: &ControlState) -> (u16, String) 
         _ => json(&StatsResponse { ports: state.ports.iter().map(|s| PortStats::of(s)).collect() }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_paths_are_validated() {
+        let state = ControlState::default();
+        let cases = [
+            ("GET", "/bridges", 200, "{\"bridges\":[]}"),
+            ("GET", "/bridges/", 200, "{\"bridges\":[]}"),
+            ("GET", "/bridges/br0", 404, "no bridge named \\\"br0\\\""),
+            ("GET", "/bridges/br0/macs", 404, "no bridge named"),
+            ("GET", "/bridges/br0/macs/x", 404, "no such resource"),
+            ("GET", "/bridges//macs", 404, "no bridge named \\\"\\\""),
+            ("POST", "/bridges", 405, "POST is not allowed on /bridges"),
+            ("DELETE", "/stats", 405, "use GET"),
+            ("GET", "/nosuch", 404, "no such resource"),
+            ("GET", "/health", 200, "ok"),
+        ];
+        for (method, path, code, want) in cases {
+            let (c, body) = respond(method, path, &state);
+            assert_eq!(c, code, "{method} {path}: {body}");
+            assert!(body.contains(want), "{method} {path}: {body:?} lacks {want:?}");
+            assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{body}");
+        }
+    }
+}
