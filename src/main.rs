@@ -1,4 +1,4 @@
-//! The `podwire` command: `run`, `check-config`, `stats`.
+//! The `podwire` command: `run`, `check-config`, `stats`, `bridge`, `mac-table`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use podwire::config::{Config, DEFAULT_CONTROL_SOCKET};
-use podwire::control::fetch_stats;
+use podwire::control::{cli, fetch_stats};
 use tracing_subscriber::EnvFilter;
 
 /// Userspace networking for Kubernetes: poll-mode forwarding between vhost-user,
@@ -44,6 +44,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect the running daemon's L2 bridges.
+    Bridge {
+        #[command(subcommand)]
+        what: BridgeCommand,
+    },
+    /// Print a bridge's MAC table.
+    MacTable {
+        /// The bridge.
+        bridge: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Which daemon to ask, and how to print.
+#[derive(clap::Args)]
+struct Target {
+    /// The daemon's control socket.
+    #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+    socket: PathBuf,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BridgeCommand {
+    /// List bridges with their ports and counters.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one bridge.
+    Show {
+        /// The bridge.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Prints a CLI command's output, or its error as one line.
+fn print_or_fail(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// Prints an error as one line and returns failure.
@@ -135,5 +185,14 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Stats { socket, config, json } => stats(socket, config, json),
+        Command::Bridge { what: BridgeCommand::List { target: t } } => {
+            print_or_fail(cli::bridge_list(&t.socket, t.json))
+        }
+        Command::Bridge { what: BridgeCommand::Show { name, target: t } } => {
+            print_or_fail(cli::bridge_show(&t.socket, &name, t.json))
+        }
+        Command::MacTable { bridge, target: t } => {
+            print_or_fail(cli::mac_table(&t.socket, &bridge, t.json))
+        }
     }
 }
