@@ -37,7 +37,15 @@
 //! ring_size = 512                                # optional, descriptors per ring
 //! [[xconnect]]
 //! ports = ["a", "b"]
+//! [[bridge]]                                     # an L2 bridge (ports in no xconnect)
+//! name = "br0"
+//! ports = ["p1", "p2", "uplink2"]
+//! mac_age_secs = 300                             # optional, default 300
+//! mac_table_size = 8192                          # optional, most MAC entries
 //! ```
+//!
+//! A bridge port may also say `vlan = 10` (access port: untagged frames in VLAN 10;
+//! VLAN 1 when absent) or `trunk = [10, 20]` (802.1Q-tagged frames of these VLANs).
 //!
 //! Every mistake is reported as one line that names the file, the key and the reason.
 //! Untrusted input: nothing here panics on any file content.
@@ -45,6 +53,9 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::bridge::table::MAX_TABLE_SIZE;
+use crate::bridge::vlan::MAX_VLAN_ID;
+use crate::bridge::{BridgeSpec, VlanMode, DEFAULT_MAC_AGE_SECS, DEFAULT_MAC_TABLE_SIZE};
 use podwire_driver::nic::{VfioPortConfig, DEFAULT_RING_SIZE};
 use podwire_driver::pci::PciAddress;
 use podwire_driver::xdp::{XdpMode, ZeroCopy};
@@ -74,6 +85,8 @@ pub const MAX_XDP_QUEUES: u16 = 64;
 pub const MAX_SOCKET_PATH: usize = 107;
 /// Longest port name.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest MAC age accepted (11.5 days).
+pub const MAX_MAC_AGE_SECS: i64 = 1_000_000;
 /// Largest config file read (a config is a few hundred bytes; this bounds a mistake).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -125,6 +138,8 @@ pub struct Config {
     pub ports: Vec<PortConfig>,
     /// Cross-connects, as indices into `ports`.
     pub xconnects: Vec<XconnectConfig>,
+    /// L2 bridges, their ports as indices into `ports`.
+    pub bridges: Vec<BridgeSpec>,
 }
 
 /// The mempool shared by every port.
@@ -201,6 +216,17 @@ struct RawConfig {
     ports: Vec<toml::Table>,
     #[serde(default)]
     xconnect: Vec<RawXconnect>,
+    #[serde(default)]
+    bridge: Vec<RawBridge>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBridge {
+    name: String,
+    ports: Vec<String>,
+    mac_age_secs: Option<i64>,
+    mac_table_size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -344,7 +370,9 @@ impl Validator<'_> {
         let mut interfaces: HashMap<String, String> = HashMap::new();
         let mut pcis: HashMap<PciAddress, String> = HashMap::new();
         sockets.insert(control_socket.clone(), "control_socket".into());
-        for (i, table) in raw.ports.into_iter().enumerate() {
+        let mut port_vlans: Vec<Option<VlanMode>> = Vec::with_capacity(raw.ports.len());
+        for (i, mut table) in raw.ports.into_iter().enumerate() {
+            port_vlans.push(self.port_vlan(i, &mut table)?);
             let port = self.port(i, table)?;
             if let Some(first) = by_name.insert(port.name.clone(), i) {
                 return Err(self.err(
@@ -411,7 +439,137 @@ impl Validator<'_> {
             xconnects.push(XconnectConfig { ports: idx });
         }
 
-        Ok(Config { control_socket, log_level: raw.log_level, memory, workers, ports, xconnects })
+        let bridges = self.bridges(raw.bridge, &by_name, &used, &mut port_vlans)?;
+        if let Some(i) = port_vlans.iter().position(Option::is_some) {
+            let key = match port_vlans[i] {
+                Some(VlanMode::Trunk(_)) => "trunk",
+                _ => "vlan",
+            };
+            return Err(self.err(
+                format!("ports[{i}].{key}"),
+                format!("port {:?} is in no bridge: only bridge ports have VLANs", ports[i].name),
+            ));
+        }
+
+        Ok(Config {
+            control_socket,
+            log_level: raw.log_level,
+            memory,
+            workers,
+            ports,
+            xconnects,
+            bridges,
+        })
+    }
+
+    /// Takes `vlan` / `trunk` out of a port's table (they belong to any port type).
+    fn port_vlan(&self, i: usize, t: &mut toml::Table) -> Result<Option<VlanMode>, ConfigError> {
+        let id = |key: String, v: &toml::Value| -> Result<u16, ConfigError> {
+            match v.as_integer() {
+                Some(n) if (1..=MAX_VLAN_ID as i64).contains(&n) => Ok(n as u16),
+                Some(n) => Err(self.err(key, format!("{n} is not a VLAN id (1..={MAX_VLAN_ID})"))),
+                None => Err(self.err(key, format!("must be integer, not {}", v.type_str()))),
+            }
+        };
+        match (t.remove("vlan"), t.remove("trunk")) {
+            (None, None) => Ok(None),
+            (Some(_), Some(_)) => Err(self.err(
+                format!("ports[{i}].trunk"),
+                "a port is either an access port (`vlan`) or a trunk (`trunk`), not both",
+            )),
+            (Some(v), None) => Ok(Some(VlanMode::Access(id(format!("ports[{i}].vlan"), &v)?))),
+            (None, Some(v)) => {
+                let key = format!("ports[{i}].trunk");
+                let Some(list) = v.as_array() else {
+                    return Err(self
+                        .err(key, format!("must be an array of VLAN ids, not {}", v.type_str())));
+                };
+                if list.is_empty() {
+                    return Err(self.err(key, "a trunk carries at least one VLAN"));
+                }
+                let mut ids = Vec::with_capacity(list.len());
+                for (j, e) in list.iter().enumerate() {
+                    let n = id(format!("{key}[{j}]"), e)?;
+                    if ids.contains(&n) {
+                        return Err(self.err(key, format!("VLAN {n} is listed twice")));
+                    }
+                    ids.push(n);
+                }
+                ids.sort_unstable();
+                Ok(Some(VlanMode::Trunk(ids)))
+            }
+        }
+    }
+
+    fn bridges(
+        &self,
+        raw: Vec<RawBridge>,
+        by_name: &HashMap<String, usize>,
+        in_xconnect: &HashMap<usize, usize>,
+        port_vlans: &mut [Option<VlanMode>],
+    ) -> Result<Vec<BridgeSpec>, ConfigError> {
+        let mut out: Vec<BridgeSpec> = Vec::with_capacity(raw.len());
+        let mut member_of: HashMap<usize, usize> = HashMap::new();
+        for (i, b) in raw.into_iter().enumerate() {
+            self.name(&format!("bridge[{i}].name"), &b.name)?;
+            if let Some(j) = out.iter().position(|o| o.name == b.name) {
+                return Err(self.err(
+                    format!("bridge[{i}].name"),
+                    format!("duplicate bridge name {:?} (also bridge[{j}])", b.name),
+                ));
+            }
+            let key = format!("bridge[{i}].ports");
+            if b.ports.len() < 2 {
+                return Err(self.err(
+                    key,
+                    format!("a bridge joins at least 2 ports, {} given", b.ports.len()),
+                ));
+            }
+            let mut ports = Vec::with_capacity(b.ports.len());
+            for name in &b.ports {
+                let Some(&p) = by_name.get(name) else {
+                    return Err(self.err(key, format!("unknown port {name:?}")));
+                };
+                if let Some(x) = in_xconnect.get(&p) {
+                    return Err(self.err(
+                        key,
+                        format!("port {name:?} is already cross-connected in xconnect[{x}]"),
+                    ));
+                }
+                if let Some(other) = member_of.insert(p, i) {
+                    let reason = if other == i {
+                        format!("port {name:?} is listed twice")
+                    } else {
+                        format!("port {name:?} is already in bridge[{other}]")
+                    };
+                    return Err(self.err(key, reason));
+                }
+                let mode = port_vlans.get_mut(p).and_then(Option::take).unwrap_or_default();
+                ports.push((p, mode));
+            }
+            let mac_age_secs = match b.mac_age_secs {
+                None => DEFAULT_MAC_AGE_SECS,
+                Some(n) if (1..=MAX_MAC_AGE_SECS).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(self.err(
+                        format!("bridge[{i}].mac_age_secs"),
+                        format!("{n} is out of range (1..={MAX_MAC_AGE_SECS})"),
+                    ))
+                }
+            };
+            let mac_table_size = match b.mac_table_size {
+                None => DEFAULT_MAC_TABLE_SIZE,
+                Some(n) if (1..=MAX_TABLE_SIZE as i64).contains(&n) => n as usize,
+                Some(n) => {
+                    return Err(self.err(
+                        format!("bridge[{i}].mac_table_size"),
+                        format!("{n} is out of range (1..={MAX_TABLE_SIZE})"),
+                    ))
+                }
+            };
+            out.push(BridgeSpec { name: b.name, ports, mac_age_secs, mac_table_size });
+        }
+        Ok(out)
     }
 
     fn memory(&self, raw: Option<RawMemory>) -> Result<MemoryConfig, ConfigError> {
@@ -985,6 +1143,109 @@ mod tests {
             (XDP.replace("replace_program = true", "replace_program = 1"), "must be boolean"),
             (XDP.replace("\"veth-b\"", "\"veth-a\""), "interface veth-a is also used by"),
             (XDP.replace("\"veth-a\"", "\"a/b\""), "ports[0].interface: \"a/b\" is not"),
+        ];
+        for (text, want) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(!e.contains('\n'), "{e}");
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        }
+    }
+
+    const BRIDGE: &str = r#"
+        [workers]
+        cores = [0]
+        [[ports]]
+        name = "a"
+        type = "vhost-user"
+        socket = "/tmp/a.sock"
+        vlan = 10
+        [[ports]]
+        name = "b"
+        type = "vhost-user"
+        socket = "/tmp/b.sock"
+        [[ports]]
+        name = "up"
+        type = "af-xdp"
+        interface = "eth9"
+        trunk = [20, 10]
+        [[bridge]]
+        name = "br0"
+        ports = ["a", "b", "up"]
+        mac_age_secs = 5
+        mac_table_size = 100
+    "#;
+
+    #[test]
+    fn bridge_config_parses() {
+        let c = parse(BRIDGE).unwrap();
+        assert_eq!(
+            c.bridges,
+            vec![BridgeSpec {
+                name: "br0".into(),
+                ports: vec![
+                    (0, VlanMode::Access(10)),
+                    (1, VlanMode::Access(1)),
+                    (2, VlanMode::Trunk(vec![10, 20]))
+                ],
+                mac_age_secs: 5,
+                mac_table_size: 100,
+            }]
+        );
+        let c =
+            parse(&BRIDGE.replace("mac_age_secs = 5\n", "").replace("mac_table_size = 100", ""))
+                .unwrap();
+        assert_eq!(
+            (c.bridges[0].mac_age_secs, c.bridges[0].mac_table_size),
+            (DEFAULT_MAC_AGE_SECS, DEFAULT_MAC_TABLE_SIZE)
+        );
+        assert!(parse(GOOD).unwrap().bridges.is_empty());
+    }
+
+    #[test]
+    fn bridge_errors_name_the_key() {
+        let cases = [
+            (BRIDGE.replace("vlan = 10", "vlan = 4095"), "ports[0].vlan: 4095 is not a VLAN id"),
+            (BRIDGE.replace("vlan = 10", "vlan = \"10\""), "ports[0].vlan: must be integer"),
+            (BRIDGE.replace("vlan = 10", "vlan = 10\ntrunk = [1]"), "ports[0].trunk: a port is"),
+            (BRIDGE.replace("[20, 10]", "[]"), "ports[2].trunk: a trunk carries at least one"),
+            (BRIDGE.replace("[20, 10]", "[20, 20]"), "ports[2].trunk: VLAN 20 is listed twice"),
+            (BRIDGE.replace("[20, 10]", "[20, 0]"), "ports[2].trunk[1]: 0 is not a VLAN id"),
+            (BRIDGE.replace("[20, 10]", "20"), "ports[2].trunk: must be an array"),
+            (
+                BRIDGE.replace("\"a\", \"b\", \"up\"", "\"a\""),
+                "bridge[0].ports: a bridge joins at least 2",
+            ),
+            (BRIDGE.replace("\"a\", \"b\", \"up\"", "\"a\", \"a\""), "\"a\" is listed twice"),
+            (
+                BRIDGE.replace("\"a\", \"b\", \"up\"", "\"a\", \"zz\""),
+                "bridge[0].ports: unknown port \"zz\"",
+            ),
+            (
+                BRIDGE.replace("\"a\", \"b\", \"up\"", "\"b\", \"up\""),
+                "ports[0].vlan: port \"a\" is in no bridge",
+            ),
+            (
+                BRIDGE.replace("\"a\", \"b\", \"up\"", "\"a\", \"b\""),
+                "ports[2].trunk: port \"up\" is in no",
+            ),
+            (
+                BRIDGE.replace("mac_age_secs = 5", "mac_age_secs = 0"),
+                "bridge[0].mac_age_secs: 0 is out",
+            ),
+            (
+                BRIDGE.replace("mac_table_size = 100", "mac_table_size = -1"),
+                "bridge[0].mac_table_size",
+            ),
+            (BRIDGE.replace("name = \"br0\"", "name = \"br 0\""), "bridge[0].name"),
+            (BRIDGE.replace("mac_age_secs = 5", "mac_age = 5"), "unknown field `mac_age`"),
+            (
+                format!("{BRIDGE}[[bridge]]\nname = \"br0\"\nports = [\"a\", \"b\"]\n"),
+                "bridge[1].name: duplicate bridge name",
+            ),
+            (
+                format!("{BRIDGE}[[xconnect]]\nports = [\"a\", \"b\"]\n"),
+                "already cross-connected in xconnect[0]",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(&text).unwrap_err().to_string();

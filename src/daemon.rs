@@ -6,7 +6,7 @@ use std::time::Duration;
 use podwire_driver::{DriverError, Mempool, MempoolConfig};
 
 use crate::config::{Config, PortKind};
-use crate::control::{ControlServer, ServerError};
+use crate::control::{ControlServer, ControlState, ServerError};
 use crate::engine::{Engine, EngineError};
 use crate::ports::{build_ports, PortBuildError};
 use crate::signals::{signal_name, ShutdownSignals};
@@ -112,21 +112,31 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     }
 
     let pairs: Vec<[usize; 2]> = config.xconnects.iter().map(|x| x.ports).collect();
-    let engine = Engine::start(ports, &pairs, &config.workers.cores)?;
+    let engine = Engine::start_with_bridges(
+        ports,
+        &pairs,
+        &config.bridges,
+        &config.workers.cores,
+        Some(&pool),
+    )?;
     for w in engine.assignments() {
         for [a, b] in &w.xconnects {
             tracing::info!(core = w.core, "worker on core {}: cross-connect {a} <-> {b}", w.core);
         }
+        for b in &w.bridges {
+            tracing::info!(core = w.core, bridge = %b, "worker on core {}: bridge {b}", w.core);
+        }
     }
     for c in &config.workers.cores {
         if !engine.assignments().iter().any(|w| w.core == *c) {
-            tracing::info!(core = c, "core {c} has no cross-connect to run; no worker started");
+            tracing::info!(core = c, "core {c} has nothing to run; no worker started");
         }
     }
     for name in engine.idle_ports() {
-        tracing::warn!(port = %name, "port is in no cross-connect: it is not polled");
+        tracing::warn!(port = %name, "port is in no cross-connect or bridge: it is not polled");
     }
-    let server = control.serve(engine.status())?;
+    let server =
+        control.serve_state(ControlState { ports: engine.status(), bridges: engine.bridges() })?;
     tracing::info!(socket = %config.control_socket.display(), "podwire running; control socket ready");
 
     let mut result = Ok(());

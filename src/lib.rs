@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the TOML config, validated completely at start.
 //! - [`ports`]: building ports from their config.
-//! - [`engine`]: pinned poll-mode workers running cross-connects.
+//! - [`engine`]: pinned poll-mode workers running cross-connects and bridges.
+//! - [`bridge`]: L2 bridges (MAC learning and aging, flooding, 802.1Q VLANs).
 //! - [`control`]: HTTP+JSON control API on a unix socket, and its client.
 //! - [`signals`]: SIGINT/SIGTERM, collected synchronously.
 //! - [`daemon`]: `podwire run`, tying the above together.
@@ -10,6 +11,7 @@
 //! - [`echo`]: `podwire pci echo`, an ARP/ping responder on a VFIO port.
 #![warn(missing_docs)]
 
+pub mod bridge;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -1,4 +1,5 @@
-//! The `podwire` command: `run`, `check-config`, `stats`, `pci`, `doctor`.
+//! The `podwire` command: `run`, `check-config`, `stats`, `bridge`, `mac-table`, `pci`,
+//! `doctor`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -6,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use podwire::config::{Config, DEFAULT_CONTROL_SOCKET};
-use podwire::control::fetch_stats;
+use podwire::control::{cli, fetch_stats};
 use tracing_subscriber::EnvFilter;
 
 /// Userspace networking for Kubernetes: poll-mode forwarding between vhost-user,
@@ -52,6 +53,18 @@ enum Command {
     /// Check hugepages, the IOMMU, the VFIO modules and CPU isolation, and say what
     /// to fix. Exits non-zero when something VFIO ports need is missing.
     Doctor,
+    /// Inspect the running daemon's L2 bridges.
+    Bridge {
+        #[command(subcommand)]
+        what: BridgeCommand,
+    },
+    /// Print a bridge's MAC table.
+    MacTable {
+        /// The bridge.
+        bridge: String,
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -92,6 +105,44 @@ enum PciCommand {
         #[arg(long)]
         seconds: Option<u64>,
     },
+}
+
+/// Which daemon to ask, and how to print.
+#[derive(clap::Args)]
+struct Target {
+    /// The daemon's control socket.
+    #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+    socket: PathBuf,
+    /// Print the raw JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BridgeCommand {
+    /// List bridges with their ports and counters.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Show one bridge.
+    Show {
+        /// The bridge.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Prints a CLI command's output, or its error as one line.
+fn print_or_fail(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
 }
 
 /// Prints an error as one line and returns failure.
@@ -301,5 +352,14 @@ fn main() -> ExitCode {
         Command::Stats { socket, config, json } => stats(socket, config, json),
         Command::Pci { command } => pci(command),
         Command::Doctor => doctor(),
+        Command::Bridge { what: BridgeCommand::List { target: t } } => {
+            print_or_fail(cli::bridge_list(&t.socket, t.json))
+        }
+        Command::Bridge { what: BridgeCommand::Show { name, target: t } } => {
+            print_or_fail(cli::bridge_show(&t.socket, &name, t.json))
+        }
+        Command::MacTable { bridge, target: t } => {
+            print_or_fail(cli::mac_table(&t.socket, &bridge, t.json))
+        }
     }
 }

@@ -68,6 +68,25 @@ pub fn get(socket: &Path, target: &str) -> Result<(u16, String), ClientError> {
     Ok((code, body.to_owned()))
 }
 
+/// Fetches `target` and decodes its JSON (an answer other than 200 is an error
+/// carrying the daemon's message). Returns the raw body too.
+pub fn get_json<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    target: &str,
+) -> Result<(String, T), ClientError> {
+    let (code, body) = get(socket, target)?;
+    let bad = |reason: String| ClientError::BadResponse { path: socket.to_owned(), reason };
+    if code != 200 {
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| body.trim().to_owned());
+        return Err(bad(format!("status {code}: {msg}")));
+    }
+    let v = serde_json::from_str(&body).map_err(|e| bad(format!("bad JSON for {target}: {e}")))?;
+    Ok((body, v))
+}
+
 /// Fetches `/stats`: the raw JSON body and its decoded form.
 pub fn fetch_stats(socket: &Path) -> Result<(String, StatsResponse), ClientError> {
     let (code, body) = get(socket, "/stats")?;

@@ -121,6 +121,7 @@ pub fn reason(status: u16) -> &'static str {
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Content Too Large",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
 }

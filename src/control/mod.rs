@@ -5,21 +5,174 @@
 //! | --- | --- |
 //! | `GET /stats` | `{"ports":[{"name","kind","mac","link","queues","rx_packets",...}]}` |
 //! | `GET /health` | `{"status":"ok"}` |
+//! | `GET /bridges` | `{"bridges":[{"name","ports":[{"name","vlan"|"trunk"}],"mac_age_secs",...,"counters"}]}` |
+//! | `GET /bridges/NAME` | one bridge, as in the list |
+//! | `GET /bridges/NAME/macs` | `{"bridge","entries":[{"mac","vlan","port","age_secs"}]}` |
 //! | anything else | 404 / 405 / 400 with `{"error":"..."}` |
 //!
 //! `curl --unix-socket /run/podwire/podwire.sock http://x/stats` works;
 //! `podwire stats` is the bundled client.
 
+pub mod cli;
 pub mod client;
 pub mod http;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bridge::{BridgeShared, MacReport, VlanMode};
 use crate::engine::PortStatus;
 
-pub use client::{fetch_stats, ClientError};
-pub use server::{ControlServer, ServerError};
+pub use client::{fetch_stats, get_json, ClientError};
+pub use server::{ControlServer, ControlState, ServerError};
+
+/// One bridge port as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgePortInfo {
+    /// Port name.
+    pub name: String,
+    /// Access VLAN (absent for a trunk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Trunk VLANs (absent for an access port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<u16>>,
+}
+
+/// Bridge counters as reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeCountersInfo {
+    /// Frames sent to the one port their destination was learned on.
+    pub forwarded: u64,
+    /// Frames flooded.
+    pub flooded: u64,
+    /// Frames whose destination is on their ingress port (dropped).
+    pub filtered: u64,
+    /// Frames dropped at ingress for their VLAN tag.
+    pub vlan_drops: u64,
+    /// Frames shorter than an Ethernet header.
+    pub runts: u64,
+    /// Flood copies without a buffer.
+    pub no_buffer: u64,
+    /// Addresses learned.
+    pub learned: u64,
+    /// Addresses that moved port.
+    pub moved: u64,
+    /// Addresses not learned: table full.
+    pub table_full: u64,
+    /// Addresses aged out.
+    pub aged: u64,
+    /// Entries in the table.
+    pub entries: u64,
+}
+
+/// A bridge as reported by `GET /bridges`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeInfo {
+    /// Name.
+    pub name: String,
+    /// Member ports.
+    pub ports: Vec<BridgePortInfo>,
+    /// MAC age.
+    pub mac_age_secs: u32,
+    /// MAC table entry limit.
+    pub mac_table_size: usize,
+    /// Counters.
+    pub counters: BridgeCountersInfo,
+}
+
+impl BridgeInfo {
+    /// Reads a bridge's live state.
+    pub fn of(b: &BridgeShared) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = b.counters();
+        Self {
+            name: b.name().to_owned(),
+            ports: b
+                .ports()
+                .iter()
+                .map(|(name, mode)| match mode {
+                    VlanMode::Access(v) => {
+                        BridgePortInfo { name: name.clone(), vlan: Some(*v), trunk: None }
+                    }
+                    VlanMode::Trunk(ids) => {
+                        BridgePortInfo { name: name.clone(), vlan: None, trunk: Some(ids.clone()) }
+                    }
+                })
+                .collect(),
+            mac_age_secs: b.mac_age_secs(),
+            mac_table_size: b.mac_table_size(),
+            counters: BridgeCountersInfo {
+                forwarded: c.forwarded.load(Relaxed),
+                flooded: c.flooded.load(Relaxed),
+                filtered: c.filtered.load(Relaxed),
+                vlan_drops: c.vlan_drops.load(Relaxed),
+                runts: c.runts.load(Relaxed),
+                no_buffer: c.no_buffer.load(Relaxed),
+                learned: c.learned.load(Relaxed),
+                moved: c.moved.load(Relaxed),
+                table_full: c.table_full.load(Relaxed),
+                aged: c.aged.load(Relaxed),
+                entries: c.entries.load(Relaxed),
+            },
+        }
+    }
+}
+
+/// One MAC table entry as reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MacEntryInfo {
+    /// `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// VLAN id.
+    pub vlan: u16,
+    /// Port name.
+    pub port: String,
+    /// Seconds since last seen.
+    pub age_secs: f64,
+}
+
+/// The answer to `GET /bridges/NAME/macs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MacTableResponse {
+    /// The bridge.
+    pub bridge: String,
+    /// Live entries, by VLAN then MAC.
+    pub entries: Vec<MacEntryInfo>,
+}
+
+impl MacTableResponse {
+    /// From a bridge's reported entries.
+    pub fn new(bridge: &str, entries: Vec<MacReport>) -> Self {
+        Self {
+            bridge: bridge.to_owned(),
+            entries: entries
+                .into_iter()
+                .map(|e| MacEntryInfo {
+                    mac: e.mac,
+                    vlan: e.vlan,
+                    port: e.port,
+                    age_secs: e.age_secs,
+                })
+                .collect(),
+        }
+    }
+
+    /// A readable table.
+    pub fn to_table(&self) -> String {
+        let mut out = format!("{:<17} {:>5} {:<16} {:>8}\n", "MAC", "VLAN", "PORT", "AGE(s)");
+        for e in &self.entries {
+            out.push_str(&format!(
+                "{:<17} {:>5} {:<16} {:>8.1}\n",
+                e.mac, e.vlan, e.port, e.age_secs
+            ));
+        }
+        if self.entries.is_empty() {
+            out.push_str(&format!("(no addresses learned on {})\n", self.bridge));
+        }
+        out
+    }
+}
 
 /// The answer to `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,21 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::http::{self, RequestError};
-use super::{PortStats, StatsResponse};
+use super::{BridgeInfo, MacTableResponse, PortStats, StatsResponse};
+use crate::bridge::BridgeShared;
 use crate::engine::PortStatus;
+
+/// How long a MAC table request waits for the bridge's worker.
+const MAC_TABLE_WAIT: Duration = Duration::from_secs(2);
+
+/// What the control server reads: every port's status and every bridge's.
+#[derive(Debug, Clone, Default)]
+pub struct ControlState {
+    /// Ports, in config order.
+    pub ports: Vec<Arc<PortStatus>>,
+    /// Bridges, in config order.
+    pub bridges: Vec<Arc<BridgeShared>>,
+}
 
 /// Permission bits of the control socket.
 pub const SOCKET_MODE: u32 = 0o660;
@@ -100,7 +113,12 @@ impl ControlServer {
     }
 
     /// Starts the server thread answering from `status`.
-    pub fn serve(mut self, status: Vec<Arc<PortStatus>>) -> Result<RunningServer, ServerError> {
+    pub fn serve(self, status: Vec<Arc<PortStatus>>) -> Result<RunningServer, ServerError> {
+        self.serve_state(ControlState { ports: status, bridges: Vec::new() })
+    }
+
+    /// Starts the server thread answering from `state`.
+    pub fn serve_state(mut self, state: ControlState) -> Result<RunningServer, ServerError> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let Some(listener) = self.listener.take() else {
@@ -112,7 +130,7 @@ impl ControlServer {
         };
         let handle = std::thread::Builder::new()
             .name("podwire-control".into())
-            .spawn(move || serve_loop(&listener, &status, &flag))
+            .spawn(move || serve_loop(&listener, &state, &flag))
             .map_err(|source| ServerError::Io {
                 path: self.path.clone(),
                 what: "start thread",
@@ -174,7 +192,7 @@ fn remove_if_ours(path: &Path, inode: (u64, u64)) {
     }
 }
 
-fn serve_loop(listener: &UnixListener, status: &[Arc<PortStatus>], stop: &AtomicBool) {
+fn serve_loop(listener: &UnixListener, status: &ControlState, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: pfd is one valid pollfd and the count passed is 1.
@@ -217,7 +235,7 @@ impl Read for DeadlineReader<'_> {
     }
 }
 
-fn handle_connection(stream: UnixStream, status: &[Arc<PortStatus>]) {
+fn handle_connection(stream: UnixStream, status: &ControlState) {
     if stream.set_nonblocking(false).is_err()
         || stream.set_write_timeout(Some(REQUEST_DEADLINE)).is_err()
     {
@@ -269,23 +287,80 @@ fn linger(stream: &UnixStream) {
     }
 }
 
+fn json<T: serde::Serialize>(v: &T) -> (u16, String) {
+    match serde_json::to_string(v) {
+        Ok(body) => (200, body),
+        Err(e) => (500, http::error_body(&format!("cannot encode the answer: {e}"))),
+    }
+}
+
 /// The answer to a request: status code and JSON body.
-pub fn respond(method: &str, path: &str, status: &[Arc<PortStatus>]) -> (u16, String) {
-    let known = matches!(path, "/stats" | "/health");
+pub fn respond(method: &str, path: &str, state: &ControlState) -> (u16, String) {
+    let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let find_bridge = |name: &str| state.bridges.iter().find(|b| b.name() == name);
+    let known = match segs.as_slice() {
+        ["stats"] | ["health"] | ["bridges"] => true,
+        ["bridges", name] | ["bridges", name, "macs"] => {
+            if find_bridge(name).is_none() {
+                return (404, http::error_body(&format!("no bridge named {name:?}")));
+            }
+            true
+        }
+        _ => false,
+    };
     if !known {
         return (404, http::error_body(&format!("no such resource: {path}")));
     }
     if method != "GET" {
         return (405, http::error_body(&format!("{method} is not allowed on {path}; use GET")));
     }
-    match path {
-        "/health" => (200, serde_json::json!({ "status": "ok" }).to_string()),
-        _ => {
-            let stats = StatsResponse { ports: status.iter().map(|s| PortStats::of(s)).collect() };
-            match serde_json::to_string(&stats) {
-                Ok(body) => (200, body),
-                Err(e) => (500, http::error_body(&format!("cannot encode stats: {e}"))),
-            }
+    match segs.as_slice() {
+        ["health"] => (200, serde_json::json!({ "status": "ok" }).to_string()),
+        ["bridges"] => json(&serde_json::json!({
+            "bridges": state.bridges.iter().map(|b| BridgeInfo::of(b)).collect::<Vec<_>>()
+        })),
+        ["bridges", name] => match find_bridge(name) {
+            Some(b) => json(&BridgeInfo::of(b)),
+            None => (404, http::error_body(&format!("no bridge named {name:?}"))),
+        },
+        ["bridges", name, "macs"] => match find_bridge(name) {
+            Some(b) => match b.mac_table(MAC_TABLE_WAIT) {
+                Some(entries) => json(&MacTableResponse::new(b.name(), entries)),
+                None => {
+                    (503, http::error_body(&format!("bridge {name:?}: its worker did not answer")))
+                }
+            },
+            None => (404, http::error_body(&format!("no bridge named {name:?}"))),
+        },
+        _ => json(&StatsResponse { ports: state.ports.iter().map(|s| PortStats::of(s)).collect() }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_paths_are_validated() {
+        let state = ControlState::default();
+        let cases = [
+            ("GET", "/bridges", 200, "{\"bridges\":[]}"),
+            ("GET", "/bridges/", 200, "{\"bridges\":[]}"),
+            ("GET", "/bridges/br0", 404, "no bridge named \\\"br0\\\""),
+            ("GET", "/bridges/br0/macs", 404, "no bridge named"),
+            ("GET", "/bridges/br0/macs/x", 404, "no such resource"),
+            ("GET", "/bridges//macs", 404, "no bridge named \\\"\\\""),
+            ("POST", "/bridges", 405, "POST is not allowed on /bridges"),
+            ("DELETE", "/stats", 405, "use GET"),
+            ("GET", "/nosuch", 404, "no such resource"),
+            ("GET", "/health", 200, "ok"),
+        ];
+        for (method, path, code, want) in cases {
+            let (c, body) = respond(method, path, &state);
+            assert_eq!(c, code, "{method} {path}: {body}");
+            assert!(body.contains(want), "{method} {path}: {body:?} lacks {want:?}");
+            assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{body}");
         }
     }
 }

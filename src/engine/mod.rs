@@ -4,7 +4,8 @@
 //! # Threading
 //! [`Engine::start`] moves every cross-connected port onto the worker that owns its
 //! pair (both ports of a pair on the same worker, pairs dealt round-robin over the
-//! cores). From then on only that worker calls the port. Other threads see a port
+//! cores); [`Engine::start_with_bridges`] does the same with L2 bridges (all ports
+//! of a bridge on one worker, bridges dealt round-robin after the pairs). From then on only that worker calls the port. Other threads see a port
 //! through its [`PortStatus`]: the shared counters, and link state and MAC that the
 //! worker republishes every few hundred microseconds. Ports in no cross-connect stay
 //! with the engine (unpolled) and are refreshed by [`Engine::refresh_idle`] on the
@@ -21,7 +22,9 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use podwire_driver::port::CounterSnapshot;
-use podwire_driver::{MacAddr, Port, PortCounters, PortInfo};
+use podwire_driver::{MacAddr, Mempool, Port, PortCounters, PortInfo};
+
+use crate::bridge::{Bridge, BridgeShared, BridgeSpec};
 
 use xconnect::XconnectPair;
 
@@ -37,6 +40,15 @@ pub enum EngineError {
     BadXconnect {
         /// Which cross-connect.
         index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A bridge refers to a port that does not exist or is already used, or no
+    /// mempool was given for its flood copies.
+    #[error("bridge {name}: {reason}")]
+    BadBridge {
+        /// Which bridge.
+        name: String,
         /// What is wrong with it.
         reason: String,
     },
@@ -156,6 +168,8 @@ pub struct WorkerAssignment {
     pub core: usize,
     /// The cross-connects it runs, by port names.
     pub xconnects: Vec<[String; 2]>,
+    /// The bridges it runs, by name.
+    pub bridges: Vec<String>,
 }
 
 struct Worker {
@@ -169,6 +183,7 @@ pub struct Engine {
     workers: Vec<Worker>,
     idle: Vec<(Box<dyn Port>, Arc<PortStatus>)>,
     status: Vec<Arc<PortStatus>>,
+    bridges: Vec<Arc<BridgeShared>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -190,6 +205,19 @@ impl Engine {
         xconnects: &[[usize; 2]],
         cores: &[usize],
     ) -> Result<Self, EngineError> {
+        Self::start_with_bridges(ports, xconnects, &[], cores, None)
+    }
+
+    /// [`Engine::start`] plus L2 bridges: bridge `k` goes to
+    /// `cores[(xconnects.len() + k) % cores.len()]` with all its ports. `pool` is the
+    /// mempool flooded frames are copied into (needed when there are bridges).
+    pub fn start_with_bridges(
+        ports: Vec<Box<dyn Port>>,
+        xconnects: &[[usize; 2]],
+        bridges: &[BridgeSpec],
+        cores: &[usize],
+        pool: Option<&Mempool>,
+    ) -> Result<Self, EngineError> {
         if cores.is_empty() {
             return Err(EngineError::NoCores);
         }
@@ -198,6 +226,7 @@ impl Engine {
         let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
 
         let mut per_core: Vec<Vec<XconnectPair>> = cores.iter().map(|_| Vec::new()).collect();
+        let mut bridges_per_core: Vec<Vec<Bridge>> = cores.iter().map(|_| Vec::new()).collect();
         for (index, &[a, b]) in xconnects.iter().enumerate() {
             let bad = |reason: String| EngineError::BadXconnect { index, reason };
             if a == b {
@@ -215,14 +244,34 @@ impl Engine {
             let pair = XconnectPair::new([pa, pb], [status[a].clone(), status[b].clone()]);
             per_core[index % cores.len()].push(pair);
         }
+        let mut shared = Vec::with_capacity(bridges.len());
+        for (k, spec) in bridges.iter().enumerate() {
+            let bad = |reason: String| EngineError::BadBridge { name: spec.name.clone(), reason };
+            let Some(pool) = pool else {
+                return Err(bad("no mempool for flood copies".into()));
+            };
+            let mut members = Vec::with_capacity(spec.ports.len());
+            for &(i, _) in &spec.ports {
+                let p = slots
+                    .get_mut(i)
+                    .ok_or_else(|| bad(format!("no port {i}")))?
+                    .take()
+                    .ok_or_else(|| bad(format!("port {i} is already in use")))?;
+                members.push((p, status[i].clone()));
+            }
+            let bridge = Bridge::new(spec, members, pool.clone());
+            shared.push(bridge.shared());
+            bridges_per_core[(xconnects.len() + k) % cores.len()].push(bridge);
+        }
         let idle: Vec<(Box<dyn Port>, Arc<PortStatus>)> =
             slots.into_iter().zip(&status).filter_map(|(p, s)| p.map(|p| (p, s.clone()))).collect();
 
         let stop = Arc::new(AtomicBool::new(false));
-        let mut engine = Engine { stop: stop.clone(), workers: Vec::new(), idle, status };
+        let mut engine =
+            Engine { stop: stop.clone(), workers: Vec::new(), idle, status, bridges: shared };
         let (ready_tx, ready_rx) = mpsc::channel();
-        for (&core, pairs) in cores.iter().zip(per_core) {
-            if pairs.is_empty() {
+        for ((&core, pairs), brs) in cores.iter().zip(per_core).zip(bridges_per_core) {
+            if pairs.is_empty() && brs.is_empty() {
                 continue;
             }
             let assignment = WorkerAssignment {
@@ -231,12 +280,13 @@ impl Engine {
                     .iter()
                     .map(|p| [p.status[0].name.clone(), p.status[1].name.clone()])
                     .collect(),
+                bridges: brs.iter().map(|b| b.name().to_owned()).collect(),
             };
             let stop = stop.clone();
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("podwire-w{core}"))
-                .spawn(move || worker::run(core, pairs, stop, ready))
+                .spawn(move || worker::run(core, pairs, brs, stop, ready))
                 .map_err(|source| EngineError::Spawn { core, source })?;
             engine.workers.push(Worker { assignment, handle: Some(handle) });
         }
@@ -257,7 +307,12 @@ impl Engine {
         self.workers.iter().map(|w| w.assignment.clone()).collect()
     }
 
-    /// Names of the ports that are in no cross-connect (not polled).
+    /// The bridges, in the order given.
+    pub fn bridges(&self) -> Vec<Arc<BridgeShared>> {
+        self.bridges.clone()
+    }
+
+    /// Names of the ports that are in no cross-connect or bridge (not polled).
     pub fn idle_ports(&self) -> Vec<String> {
         self.idle.iter().map(|(p, _)| p.name().to_owned()).collect()
     }

@@ -8,9 +8,12 @@ use std::sync::Arc;
 use podwire_driver::{PacketBuf, Port, BURST_SIZE};
 
 use super::xconnect::XconnectPair;
+use crate::bridge::Bridge;
 
 /// Poll rounds between two publications of link state and MAC.
 const STATUS_EVERY_ROUNDS: u32 = 1024;
+/// Poll rounds between two bridge maintenance steps (clock, aging, table copies).
+const MAINTAIN_EVERY_ROUNDS: u32 = 256;
 
 /// Pins the calling thread to `core`.
 pub(crate) fn pin_to_core(core: usize) -> std::io::Result<()> {
@@ -34,6 +37,7 @@ pub(crate) fn pin_to_core(core: usize) -> std::io::Result<()> {
 pub(crate) fn run(
     core: usize,
     mut pairs: Vec<XconnectPair>,
+    mut bridges: Vec<Bridge>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<(usize, std::io::Result<()>)>,
 ) -> Vec<Box<dyn Port>> {
@@ -41,31 +45,51 @@ pub(crate) fn run(
     let ok = pinned.is_ok();
     let _ = ready.send((core, pinned));
     if ok {
-        poll_loop(&mut pairs, &stop);
+        poll_loop(&mut pairs, &mut bridges, &stop);
     }
     for p in &pairs {
         p.publish_status();
     }
-    pairs.into_iter().flat_map(|p| p.ports).collect()
+    for b in &bridges {
+        b.publish_status();
+    }
+    let mut ports: Vec<Box<dyn Port>> = pairs.into_iter().flat_map(|p| p.ports).collect();
+    ports.extend(bridges.into_iter().flat_map(Bridge::into_ports));
+    ports
 }
 
 /// The run-to-completion loop. Allocates nothing, locks nothing and makes no
 /// syscall per packet; the one burst vector is allocated here, once.
-fn poll_loop(pairs: &mut [XconnectPair], stop: &AtomicBool) {
+fn poll_loop(pairs: &mut [XconnectPair], bridges: &mut [Bridge], stop: &AtomicBool) {
     let mut buf: Vec<PacketBuf> = Vec::with_capacity(BURST_SIZE);
     let mut round: u32 = 0;
     for p in pairs.iter() {
         p.publish_status();
+    }
+    for b in bridges.iter_mut() {
+        b.publish_status();
+        b.maintain();
     }
     while !stop.load(Ordering::Relaxed) {
         let mut received = 0;
         for pair in pairs.iter_mut() {
             received += pair.poll(&mut buf);
         }
+        for b in bridges.iter_mut() {
+            received += b.poll(&mut buf);
+        }
         round = round.wrapping_add(1);
+        if round.is_multiple_of(MAINTAIN_EVERY_ROUNDS) {
+            for b in bridges.iter_mut() {
+                b.maintain();
+            }
+        }
         if round.is_multiple_of(STATUS_EVERY_ROUNDS) {
             for p in pairs.iter() {
                 p.publish_status();
+            }
+            for b in bridges.iter() {
+                b.publish_status();
             }
         }
         if received == 0 {
