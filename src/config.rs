@@ -628,6 +628,32 @@ impl Validator<'_> {
         Ok(WorkersConfig { cores })
     }
 
+    /// Checks the value types of a port's keys first, so that an error names the key
+    /// (the table-to-struct conversion reports types without it), then decodes it.
+    fn typed_port_table<T: serde::de::DeserializeOwned>(
+        &self,
+        i: usize,
+        name: &str,
+        table: toml::Table,
+        types: &[(&str, &[&str])],
+    ) -> Result<T, ConfigError> {
+        for (key, value) in &table {
+            let Some(&(want, _)) = types.iter().find(|(_, keys)| keys.contains(&key.as_str()))
+            else {
+                continue;
+            };
+            if value.type_str() != want {
+                return Err(self.err(
+                    format!("ports[{i}].{key}"),
+                    format!("must be {want}, not {}", value.type_str()),
+                ));
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| self.err(format!("ports[{i}] ({name})"), e.message()))
+    }
+
     fn port(&self, i: usize, table: toml::Table) -> Result<PortConfig, ConfigError> {
         let at = |k: &str| format!("ports[{i}].{k}");
         let name = match table.get("name") {
@@ -647,64 +673,41 @@ impl Validator<'_> {
         };
         match kind.as_str() {
             "vhost-user" => {
-                // Check value types first, so that the error names the key (the
-                // table-to-struct conversion below reports types without the key).
-                for (key, value) in &table {
-                    let want = match key.as_str() {
-                        "queues" => "integer",
-                        "name" | "type" | "socket" | "mode" | "mac" | "socket_group" => "string",
-                        _ => continue,
-                    };
-                    if value.type_str() != want {
-                        return Err(
-                            self.err(at(key), format!("must be {want}, not {}", value.type_str()))
-                        );
-                    }
-                }
-                let raw: RawVhostUser =
-                    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                        self.err(format!("ports[{i}] ({name})"), e.message())
-                    })?;
+                let raw: RawVhostUser = self.typed_port_table(
+                    i,
+                    &name,
+                    table,
+                    &[
+                        ("integer", &["queues"]),
+                        ("string", &["name", "type", "socket", "mode", "mac", "socket_group"]),
+                    ],
+                )?;
                 let v = self.vhost_user(i, &name, raw)?;
                 Ok(PortConfig { name, kind: PortKind::VhostUser(v) })
             }
             "af-xdp" => {
-                for (key, value) in &table {
-                    let want = match key.as_str() {
-                        "queues" => "integer",
-                        "replace_program" => "boolean",
-                        "name" | "type" | "interface" | "xdp_mode" | "zero_copy" => "string",
-                        _ => continue,
-                    };
-                    if value.type_str() != want {
-                        return Err(
-                            self.err(at(key), format!("must be {want}, not {}", value.type_str()))
-                        );
-                    }
-                }
-                let raw: RawAfXdp =
-                    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                        self.err(format!("ports[{i}] ({name})"), e.message())
-                    })?;
+                let raw: RawAfXdp = self.typed_port_table(
+                    i,
+                    &name,
+                    table,
+                    &[
+                        ("integer", &["queues"]),
+                        ("boolean", &["replace_program"]),
+                        ("string", &["name", "type", "interface", "xdp_mode", "zero_copy"]),
+                    ],
+                )?;
                 Ok(PortConfig { name, kind: PortKind::AfXdp(self.af_xdp(i, raw)?) })
             }
             "vfio" => {
-                for (key, value) in &table {
-                    let want = match key.as_str() {
-                        "queues" | "ring_size" => "integer",
-                        "name" | "type" | "pci" | "mac" => "string",
-                        _ => continue,
-                    };
-                    if value.type_str() != want {
-                        return Err(
-                            self.err(at(key), format!("must be {want}, not {}", value.type_str()))
-                        );
-                    }
-                }
-                let raw: RawVfio =
-                    toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-                        self.err(format!("ports[{i}] ({name})"), e.message())
-                    })?;
+                let raw: RawVfio = self.typed_port_table(
+                    i,
+                    &name,
+                    table,
+                    &[
+                        ("integer", &["queues", "ring_size"]),
+                        ("string", &["name", "type", "pci", "mac"]),
+                    ],
+                )?;
                 let v = self.vfio(i, &name, raw)?;
                 Ok(PortConfig { name, kind: PortKind::Vfio(v) })
             }
