@@ -18,73 +18,20 @@
 //! kernel (`scripts/build-guest.sh target/guest vfio`). Guest addresses exist only
 //! inside the guest: nothing touches a host interface.
 
+mod common;
+
+use common::qemu::{check_qemu, guest_image, read_lossy, tail, QEMU};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const QEMU: &str = "qemu-system-x86_64";
-const INSTALL_HINT: &str = "install it with `sudo scripts/install-deps.sh` (QEMU 10: \
-     `apt-get install -t bookworm-backports qemu-system-x86`)";
 /// Hard bound on the QEMU process, enforced by `timeout(1)` even if this test dies.
 const QEMU_LIFETIME_SECS: u32 = 200;
 /// isa-debug-exit status for a guest script that succeeded (0x10 << 1 | 1).
 const EXIT_PASS: i32 = 33;
 
 const PODWIRE: &str = env!("CARGO_BIN_EXE_podwire");
-
-fn read_lossy(p: &Path) -> String {
-    std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-}
-
-fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Checks that QEMU 10 is installed; fails (never skips) with how to install it.
-fn check_qemu() {
-    let out = match Command::new(QEMU).arg("--version").output() {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => panic!("`{QEMU} --version` failed ({}): {INSTALL_HINT}", o.status),
-        Err(e) => panic!("{QEMU} not found ({e}): {INSTALL_HINT}"),
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let major = text
-        .split("version ")
-        .nth(1)
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.trim().parse::<u32>().ok());
-    assert!(matches!(major, Some(m) if m >= 10), "need QEMU 10, found {text:?}: {INSTALL_HINT}");
-}
-
-/// Builds (or finds cached) the guest kernel and the vfio initramfs.
-fn guest_image() -> (PathBuf, PathBuf) {
-    let dir = match std::env::var_os("PODWIRE_GUEST_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("guest"),
-    };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-guest.sh");
-    let out = Command::new("timeout")
-        .args(["600", "bash"])
-        .arg(&script)
-        .arg(&dir)
-        .arg("vfio")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/build-guest.sh");
-    assert!(
-        out.status.success(),
-        "{} {} vfio failed ({}):\n{}{}\n(it needs apt-get access to bookworm-backports and \
-         busybox-static: `sudo scripts/install-deps.sh`)",
-        script.display(),
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (dir.join("vmlinuz"), dir.join("initrd-vfio.img"))
-}
 
 /// A directory under the cargo target dir (the guest sees the host's root, but gets
 /// its own /tmp), removed unless the test fails.
@@ -169,7 +116,7 @@ impl Drop for Qemu {
 
 /// Boots the guest with the devices in `devices` and runs `script` (a host path).
 fn boot(dir: &Path, devices: &[&str], script: &Path) -> Qemu {
-    let (kernel, initrd) = guest_image();
+    let (kernel, initrd) = guest_image(Some("vfio"));
     let serial = dir.join("serial.log");
     let stderr = dir.join("qemu.log");
     let mut c = Command::new("timeout");

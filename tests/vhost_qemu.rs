@@ -32,10 +32,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, TempDir};
+use common::qemu::{check_qemu, guest_image, read_lossy, tail, QEMU};
 use podwire_vhost::proto::feat;
-const QEMU: &str = "qemu-system-x86_64";
-const INSTALL_HINT: &str = "install it with `sudo scripts/install-deps.sh` (QEMU 10: \
-     `apt-get install -t bookworm-backports qemu-system-x86`)";
 
 /// A guest that has not configured eth0 by then is stuck (a vhost-user handshake
 /// that never completes leaves QEMU waiting before the guest even starts).
@@ -77,70 +75,6 @@ const PAIRS: [Pair; 2] = [
     Pair { name: "split", device_opts: "", packed: false, subnet: 1, mode: "server" },
     Pair { name: "packed", device_opts: ",packed=on", packed: true, subnet: 2, mode: "client" },
 ];
-
-fn read_lossy(p: &Path) -> String {
-    std::fs::read(p).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
-}
-
-/// The last `n` lines of a file, for failure messages.
-fn tail(p: &Path, n: usize) -> String {
-    let s = read_lossy(p);
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// Checks that QEMU 10 is installed; fails (never skips) with how to install it.
-fn check_qemu() {
-    let out = match Command::new(QEMU).arg("--version").output() {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => panic!("`{QEMU} --version` failed ({}): {INSTALL_HINT}", o.status),
-        Err(e) => panic!("{QEMU} not found ({e}): {INSTALL_HINT}"),
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    // "QEMU emulator version 10.0.2 (Debian ...)"
-    let major = text
-        .split("version ")
-        .nth(1)
-        .and_then(|v| v.split('.').next())
-        .and_then(|m| m.trim().parse::<u32>().ok());
-    match major {
-        Some(m) if m >= 10 => {}
-        _ => panic!("need QEMU 10 or newer, found {:?}: {INSTALL_HINT}", text.trim()),
-    }
-}
-
-/// Builds (or finds cached) the guest kernel and initramfs; returns (vmlinuz, initrd).
-fn guest_image() -> (PathBuf, PathBuf) {
-    let dir = match std::env::var_os("PODWIRE_GUEST_DIR") {
-        Some(d) => PathBuf::from(d),
-        // CARGO_TARGET_TMPDIR is <target>/tmp: keep the image next to it.
-        None => Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("guest"),
-    };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-guest.sh");
-    let start = Instant::now();
-    let out = Command::new("timeout")
-        .arg("600")
-        .arg("bash")
-        .arg(&script)
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run scripts/build-guest.sh");
-    let log =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{log}\n(it needs apt-get access to bookworm-backports and \
-         busybox-static: `sudo scripts/install-deps.sh`)",
-        script.display(),
-        out.status
-    );
-    if !log.trim().is_empty() {
-        println!("{log}");
-    }
-    println!("guest image ready in {:.1} s ({})", start.elapsed().as_secs_f64(), dir.display());
-    (dir.join("vmlinuz"), dir.join("initrd.img"))
-}
 
 /// One QEMU process (under `timeout`, in its own process group).
 struct Guest {
@@ -214,9 +148,9 @@ impl Guest {
         format!(
             "--- {} serial (last lines) ---\n{}\n--- {} qemu stderr ---\n{}",
             self.name,
-            tail(&self.serial, 40),
+            tail(&read_lossy(&self.serial), 40),
             self.name,
-            tail(&self.stderr, 20)
+            tail(&read_lossy(&self.stderr), 20)
         )
     }
 }
@@ -301,7 +235,7 @@ fn has_bit(bits: &str, bit: usize) -> bool {
 fn guests_ping_and_transfer_through_podwire() {
     let t0 = Instant::now();
     check_qemu();
-    let (kernel, initrd) = guest_image();
+    let (kernel, initrd) = guest_image(None);
     let t_image = t0.elapsed();
 
     let dir = TempDir::kept_on_failure("qemu");
@@ -501,7 +435,7 @@ impl Run {
             msg += &g.describe();
             msg += "\n";
         }
-        msg += &format!("--- podwire log (last lines) ---\n{}", tail(&self.log, 60));
+        msg += &format!("--- podwire log (last lines) ---\n{}", tail(&read_lossy(&self.log), 60));
         msg += &format!("\n(all files kept in {})", self.dir.display());
         panic!("{msg}");
     }
