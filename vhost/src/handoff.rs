@@ -128,9 +128,4 @@ impl Handoff {
     pub fn ack(&self, epoch: u64) {
         self.acked.store(epoch, Ordering::Release);
     }
-
-    /// Control side: whether the worker has applied everything submitted.
-    pub fn settled(&self) -> bool {
-        self.acked.load(Ordering::Acquire) >= self.epoch.load(Ordering::Acquire)
-    }
 }
