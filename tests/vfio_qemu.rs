@@ -33,17 +33,26 @@ const EXIT_PASS: i32 = 33;
 
 const PODWIRE: &str = env!("CARGO_BIN_EXE_podwire");
 
-/// A directory under the cargo target dir (the guest sees the host's root, but gets
-/// its own /tmp), removed unless the test fails.
+/// A directory the guest can read, removed unless the test fails. The guest sees
+/// the host's root read-only but mounts its own tmpfs on /tmp and /run, so the
+/// directory (and the podwire binary the guest runs) must not live under those: a
+/// checkout under /tmp would be invisible to the guest. /var/tmp is on the root
+/// filesystem here.
 struct RunDir(PathBuf);
 
 impl RunDir {
     fn new(tag: &str) -> Self {
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("vfio-qemu-{tag}-{}", std::process::id()));
+        let p = PathBuf::from(format!("/var/tmp/podwire-vfio-qemu-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Self(p)
+    }
+
+    /// A copy of the podwire binary inside the directory, for the guest to run.
+    fn podwire(&self) -> PathBuf {
+        let dst = self.0.join("podwire");
+        std::fs::copy(PODWIRE, &dst).expect("copy the podwire binary for the guest");
+        dst
     }
 }
 
@@ -256,7 +265,7 @@ $PODWIRE pci unbind "$vf" || fail "podwire pci unbind $vf"
 say "VF driver after unbind: $(basename "$(readlink /sys/bus/pci/devices/$vf/driver)" 2>/dev/null)"
 exit 0
 "#,
-        podwire = PODWIRE,
+        podwire = dir.podwire().display(),
     );
     std::fs::write(&script, body).unwrap();
     // PF <-> VF frames are switched inside the igb (its VMDq loopback) and never
@@ -377,7 +386,7 @@ $PODWIRE pci unbind "$vio" || fail "podwire pci unbind $vio"
 say "virtio driver after unbind: $(basename "$(readlink /sys/bus/pci/devices/$vio/driver)" 2>/dev/null)"
 exit 0
 "#,
-        podwire = PODWIRE,
+        podwire = dir.podwire().display(),
     );
     std::fs::write(&script, body).unwrap();
     let pcap = dir.0.join("hub1.pcap");
