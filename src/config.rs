@@ -767,25 +767,8 @@ impl Validator<'_> {
                 return Err(self.err(at("mode"), format!("{m:?} is not \"server\" or \"client\"")))
             }
         };
-        let queues = match raw.queues {
-            None => 1,
-            Some(q) if (1..=MAX_QUEUES as i64).contains(&q) => q as u16,
-            Some(q) => {
-                return Err(
-                    self.err(at("queues"), format!("{q} is out of range (1..={MAX_QUEUES})"))
-                )
-            }
-        };
-        let mac = match raw.mac {
-            None => None,
-            Some(m) => {
-                let mac: MacAddr = m.parse().map_err(|e: String| self.err(at("mac"), e))?;
-                if mac.0[0] & 1 != 0 {
-                    return Err(self.err(at("mac"), format!("{m:?} is a multicast address")));
-                }
-                Some(mac)
-            }
-        };
+        let queues = self.queues(&at("queues"), raw.queues)?;
+        let mac = self.unicast_mac(&at("mac"), raw.mac.as_deref())?;
         let socket_perms = match raw.socket_perms {
             None => 0o660,
             Some(v) => self.perms(&at("socket_perms"), &v)?,
@@ -812,15 +795,7 @@ impl Validator<'_> {
             .pci
             .parse()
             .map_err(|e: podwire_driver::pci::PciError| self.err(at("pci"), e.to_string()))?;
-        let queues = match raw.queues {
-            None => 1,
-            Some(q) if (1..=MAX_QUEUES as i64).contains(&q) => q as u16,
-            Some(q) => {
-                return Err(
-                    self.err(at("queues"), format!("{q} is out of range (1..={MAX_QUEUES})"))
-                )
-            }
-        };
+        let queues = self.queues(&at("queues"), raw.queues)?;
         let ring_size = match raw.ring_size {
             None => DEFAULT_RING_SIZE,
             Some(n) if (8..=4096).contains(&n) && (n as u64).is_power_of_two() => n as u16,
@@ -830,16 +805,7 @@ impl Validator<'_> {
                 )
             }
         };
-        let mac = match raw.mac {
-            None => None,
-            Some(m) => {
-                let mac: MacAddr = m.parse().map_err(|e: String| self.err(at("mac"), e))?;
-                if mac.0[0] & 1 != 0 {
-                    return Err(self.err(at("mac"), format!("{m:?} is a multicast address")));
-                }
-                Some(mac)
-            }
-        };
+        let mac = self.unicast_mac(&at("mac"), raw.mac.as_deref())?;
         Ok(VfioPortConfig { name: name.to_owned(), pci, queues, mac, ring_size })
     }
 
@@ -898,6 +864,25 @@ impl Validator<'_> {
             zero_copy,
             replace_program: raw.replace_program.unwrap_or(false),
         })
+    }
+
+    /// A port's queue count: 1 when absent, else 1..=MAX_QUEUES.
+    fn queues(&self, key: &str, raw: Option<i64>) -> Result<u16, ConfigError> {
+        match raw {
+            None => Ok(1),
+            Some(q) if (1..=MAX_QUEUES as i64).contains(&q) => Ok(q as u16),
+            Some(q) => Err(self.err(key, format!("{q} is out of range (1..={MAX_QUEUES})"))),
+        }
+    }
+
+    /// An optional MAC address, which must be unicast.
+    fn unicast_mac(&self, key: &str, raw: Option<&str>) -> Result<Option<MacAddr>, ConfigError> {
+        let Some(m) = raw else { return Ok(None) };
+        let mac: MacAddr = m.parse().map_err(|e: String| self.err(key, e))?;
+        if mac.0[0] & 1 != 0 {
+            return Err(self.err(key, format!("{m:?} is a multicast address")));
+        }
+        Ok(Some(mac))
     }
 
     fn perms(&self, key: &str, v: &toml::Value) -> Result<u32, ConfigError> {
