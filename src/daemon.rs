@@ -127,9 +127,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             tracing::info!(core = w.core, bridge = %b, "worker on core {}: bridge {b}", w.core);
         }
     }
-    for c in &config.workers.cores {
-        if !engine.assignments().iter().any(|w| w.core == *c) {
-            tracing::info!(core = c, "core {c} has nothing to run; no worker started");
+    for w in engine.assignments() {
+        if w.xconnects.is_empty() && w.bridges.is_empty() {
+            tracing::info!(core = w.core, "worker on core {} idle: waits for ports", w.core);
         }
     }
     for name in engine.idle_ports() {
