@@ -226,6 +226,8 @@ struct Worker {
     inbox: Arc<Inbox>,
     /// Ports it polls.
     ports: usize,
+    /// Buffers its thread cache holds, as it last published.
+    cached: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct XconnectEntry {
@@ -354,11 +356,13 @@ impl Engine {
             let ready = ready_tx.clone();
             let inbox = Inbox::new();
             let for_worker = inbox.clone();
+            let cached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let gauge = worker::CacheGauge { pool: pool.cloned(), held: cached.clone() };
             let handle = std::thread::Builder::new()
                 .name(format!("podwire-w{core}"))
-                .spawn(move || worker::run(core, pairs, brs, stop, for_worker, ready))
+                .spawn(move || worker::run(core, pairs, brs, stop, for_worker, gauge, ready))
                 .map_err(|source| EngineError::Spawn { core, source })?;
-            engine.workers.push(Worker { core, handle: Some(handle), inbox, ports });
+            engine.workers.push(Worker { core, handle: Some(handle), inbox, ports, cached });
         }
         drop(ready_tx);
         for _ in 0..engine.workers.len() {
@@ -438,6 +442,12 @@ impl Engine {
             }
         }
         Some(Attachment::Idle)
+    }
+
+    /// Buffers of the engine's mempool held in the workers' thread caches (free, as
+    /// last published by each worker, at most a few milliseconds old).
+    pub fn cached_buffers(&self) -> usize {
+        self.workers.iter().map(|w| w.cached.load(Ordering::Relaxed)).sum()
     }
 
     /// Republishes link state and MAC of the idle ports (this thread owns them).

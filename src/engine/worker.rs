@@ -2,11 +2,11 @@
 //! bridges to completion in a loop until told to stop, and applying the commands of
 //! its [`Inbox`] between two rounds (see [`super::command`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use podwire_driver::{PacketBuf, Port, BURST_SIZE};
+use podwire_driver::{Mempool, PacketBuf, Port, BURST_SIZE};
 
 use super::command::{Command, Inbox, Reply};
 use super::xconnect::XconnectPair;
@@ -44,13 +44,18 @@ pub(crate) fn run(
     mut bridges: Vec<Bridge>,
     stop: Arc<AtomicBool>,
     inbox: Arc<Inbox>,
+    cache: CacheGauge,
     ready: mpsc::Sender<(usize, std::io::Result<()>)>,
 ) -> Vec<Box<dyn Port>> {
     let pinned = pin_to_core(core);
     let ok = pinned.is_ok();
     let _ = ready.send((core, pinned));
     if ok {
-        poll_loop(&mut pairs, &mut bridges, &stop, &inbox);
+        poll_loop(&mut pairs, &mut bridges, &stop, &inbox, &cache);
+    }
+    if let Some(pool) = &cache.pool {
+        pool.release_thread_cache();
+        cache.held.store(0, Ordering::Relaxed);
     }
     for p in &pairs {
         p.publish_status();
@@ -63,6 +68,22 @@ pub(crate) fn run(
     ports
 }
 
+/// Where a worker publishes how many buffers of the mempool its thread cache holds
+/// (they are free, but only this thread can hand them out), so that the control API
+/// can report the pool's free buffers exactly.
+pub(crate) struct CacheGauge {
+    pub(crate) pool: Option<Mempool>,
+    pub(crate) held: Arc<AtomicUsize>,
+}
+
+impl CacheGauge {
+    fn publish(&self) {
+        if let Some(pool) = &self.pool {
+            self.held.store(pool.in_thread_cache(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// The run-to-completion loop. Allocates nothing, locks nothing and makes no
 /// syscall per packet; the one burst vector is allocated here, once.
 fn poll_loop(
@@ -70,6 +91,7 @@ fn poll_loop(
     bridges: &mut Vec<Bridge>,
     stop: &AtomicBool,
     inbox: &Inbox,
+    cache: &CacheGauge,
 ) {
     let mut buf: Vec<PacketBuf> = Vec::with_capacity(BURST_SIZE);
     let mut round: u32 = 0;
@@ -90,6 +112,7 @@ fn poll_loop(
             }
         }
         if pairs.is_empty() && bridges.is_empty() {
+            cache.publish();
             std::thread::sleep(IDLE_SLEEP);
             continue;
         }
@@ -107,6 +130,7 @@ fn poll_loop(
             }
         }
         if round.is_multiple_of(STATUS_EVERY_ROUNDS) {
+            cache.publish();
             for p in pairs.iter() {
                 p.publish_status();
             }
