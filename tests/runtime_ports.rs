@@ -89,6 +89,7 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
 
     d.api_ok("POST", "/bridges", Some("{\"name\":\"churn\",\"mac_table_size\":256}"), 201);
     let socks: Vec<PathBuf> = (0..50).map(|i| dir.join(format!("c{i}.sock"))).collect();
+    let (mut add_times, mut del_times) = (Vec::new(), Vec::new());
     for (i, s) in socks.iter().enumerate() {
         let name = format!("c{i}");
         let extra = match i % 4 {
@@ -97,7 +98,9 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
             2 => ",\"bridge\":\"churn\",\"trunk\":[100,200]".to_string(),
             _ => String::new(),
         };
+        let t = Instant::now();
         let v = d.api_ok("POST", "/ports", Some(&port_body(&name, s, &extra)), 201);
+        add_times.push(t.elapsed());
         assert_eq!(v["name"], name.as_str());
         assert_eq!(v["origin"], "api");
         assert!(s.exists(), "socket of {name} listening when the answer arrives");
@@ -132,7 +135,9 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
     let c0 = d.api_ok("GET", "/ports/c0", None, 200);
     assert!(c0.get("bridge").is_none() && c0.get("xconnect").is_none(), "{c0}");
     for (i, s) in socks.iter().enumerate() {
+        let t = Instant::now();
         d.api_ok("DELETE", &format!("/ports/c{i}"), None, 204);
+        del_times.push(t.elapsed());
         assert!(!s.exists(), "socket of c{i} removed with the port");
         if i % 10 == 9 {
             still_moving(&d, &format!("while deleting port {i}"));
@@ -162,10 +167,18 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
         assert!(pod_rx <= sw_tx && sw_tx - pod_rx <= 1024, "{report}");
     }
     assert_eq!(s0.errors + s1.errors, 0, "{report}");
+    let ms = |v: &[Duration]| {
+        let max = v.iter().max().copied().unwrap_or_default();
+        let avg = v.iter().sum::<Duration>() / v.len().max(1) as u32;
+        format!("avg {:.2} ms, max {:.2} ms", avg.as_secs_f64() * 1e3, max.as_secs_f64() * 1e3)
+    };
     eprintln!(
-        "steady pair during the churn: {} packets forwarded, {} dropped for lack of room",
+        "steady pair during the churn: {} packets forwarded, {} dropped for lack of room; \
+         POST /ports {}; DELETE /ports {}",
         s0.rx_packets + s1.rx_packets,
-        s0.tx_drops + s1.tx_drops
+        s0.tx_drops + s1.tx_drops,
+        ms(&add_times),
+        ms(&del_times)
     );
 
     let free = d.wait_mempool_free(free_at_start, Duration::from_secs(5));
