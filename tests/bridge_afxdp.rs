@@ -122,9 +122,18 @@ fn learning_flooding_aging_and_table_limit() {
         assert!(Instant::now() < deadline, "entries did not age out: {t:?}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let b = bridge(&d);
-    assert!(b.counters.aged >= 3, "{b:?}");
-    assert_eq!(b.counters.entries, 0, "{b:?}");
+    // The table reports live entries only; the sweep that removes (and counts) the
+    // expired ones visits a few hundred slots per maintenance step, so it may finish
+    // a little later on a busy core.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let b = bridge(&d);
+        if b.counters.aged >= 3 && b.counters.entries == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expired entries not swept: {b:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     d.stop();
 
     // Table limit: one entry. The second address is refused and counted, and
