@@ -455,3 +455,44 @@ fn runtime_changes_do_not_disturb_a_steady_pair() {
     assert_eq!((ta.rx_packets, tb.tx_packets, tb.tx_drops), (N, N, 0));
     assert_eq!(pool.in_ring(), free_at_start, "every buffer is back in the pool");
 }
+
+#[test]
+fn new_units_go_to_the_least_loaded_worker_and_bridge_ports_follow_their_bridge() {
+    use podwire::bridge::{BridgeSpec, VlanMode};
+    let mk = |n: &str| -> Box<dyn Port> { Box::new(RingPort::new(n, 1, 4, 4).0) };
+    let pool = pool(2048);
+    let core = worker_core();
+    let mut engine = Engine::start_with_bridges(
+        vec![mk("a"), mk("b")],
+        &[[0, 1]],
+        &[],
+        &[core, core],
+        Some(&pool),
+    )
+    .expect("engine starts");
+    let spec = |name: &str| BridgeSpec {
+        name: name.into(),
+        ports: Vec::new(),
+        mac_age_secs: 300,
+        mac_table_size: 64,
+    };
+    // Worker 0 polls a and b; worker 1 nothing: the first bridge goes to worker 1.
+    engine.create_bridge(&spec("br1")).unwrap();
+    let a = engine.assignments();
+    assert_eq!(a[1].bridges, ["br1"], "{a:?}");
+    for n in ["p1", "p2", "p3"] {
+        engine.add_port(mk(n)).map_err(|(e, _)| e).unwrap();
+        engine.bridge_add_port("br1", n, VlanMode::default()).unwrap();
+    }
+    // The bridge's ports moved to its worker: worker 1 now polls 3 ports, worker 0
+    // two, so the next bridge goes to worker 0.
+    engine.create_bridge(&spec("br2")).unwrap();
+    let a = engine.assignments();
+    assert_eq!(a[0].bridges, ["br2"], "{a:?}");
+    engine.add_port(mk("q1")).map_err(|(e, _)| e).unwrap();
+    engine.add_port(mk("q2")).map_err(|(e, _)| e).unwrap();
+    engine.add_xconnect("q1", "q2").unwrap();
+    let a = engine.assignments();
+    assert_eq!(a[0].xconnects.len() + a[1].xconnects.len(), 2, "{a:?}");
+    assert_eq!(engine.stop().len(), 7);
+}

@@ -506,9 +506,14 @@ impl Engine {
         Ok(port)
     }
 
-    /// Index of the worker polling the fewest ports.
+    /// Index of the worker polling the fewest ports (of those, the one running the
+    /// fewest bridges and cross-connects, so that empty bridges spread too).
     fn least_loaded(&self) -> usize {
-        (0..self.workers.len()).min_by_key(|&i| self.workers[i].ports).unwrap_or(0)
+        let units = |i: usize| {
+            self.bridges.iter().filter(|b| b.worker == i).count()
+                + self.xconnects.iter().filter(|x| x.worker == i).count()
+        };
+        (0..self.workers.len()).min_by_key(|&i| (self.workers[i].ports, units(i))).unwrap_or(0)
     }
 
     /// Hands `cmd` to worker `w` and waits for its reply. On `Rejected`, the ports
