@@ -162,7 +162,7 @@ fn boot_in(netns: Option<&str>, dir: &Path, devices: &[&str], script: &Path) -> 
         .arg(initrd)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 quiet panic=-1 intel_iommu=on iommu=pt hugepages=64 \
+            "console=ttyS0 quiet panic=-1 no_timer_check intel_iommu=on iommu=pt hugepages=64 \
              podwire.script={}",
             script.display()
         ))
