@@ -32,7 +32,7 @@
 //! name = "vf0"
 //! type = "vfio"                                  # a NIC function owned through VFIO
 //! pci = "0000:01:10.0"                           # bound with `podwire pci bind`
-//! queues = 1                                     # optional, 1..=2 for igbvf
+//! queues = 1                                     # optional: 1..=2 for igbvf; virtio: MQ
 //! mac = "02:00:00:00:00:02"                      # optional; default: the PF's
 //! ring_size = 512                                # optional, descriptors per ring
 //! [[xconnect]]

@@ -311,6 +311,14 @@ impl Daemon {
         assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, sig) }, 0);
     }
 
+    /// SIGKILL, as a crash or an OOM kill would, and reaps the process. Leaves
+    /// everything the daemon left behind (sockets) for the test to inspect.
+    pub fn sigkill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// SIGTERM, then checks a clean exit (status 0, no panic in the log) and that the
     /// control socket is gone. Returns the log.
     pub fn stop(mut self) -> String {

@@ -1,12 +1,18 @@
 //! Poll-mode driver for a modern virtio-net PCI function (1af4:1041) owned through
 //! VFIO: what vDPA-capable NICs expose as VFs and what cloud VMs have. Capability
-//! parsing, feature negotiation (VERSION_1, ACCESS_PLATFORM, MAC, STATUS, MRG_RXBUF),
-//! one rx and one tx split virtqueue in DMA memory, and notifications only when the
-//! device asks for them (used ring flags). No interrupts.
+//! parsing, feature negotiation (VERSION_1, ACCESS_PLATFORM, MAC, STATUS, MRG_RXBUF,
+//! and MQ with CTRL_VQ when more than one queue pair is configured and the device
+//! offers them), one rx and one tx split virtqueue per queue pair in DMA memory, and
+//! notifications only when the device asks for them (used ring flags). No
+//! interrupts.
 //!
-//! Multiqueue (MQ) needs the control virtqueue to enable more pairs; podwire does
-//! not implement it yet, so a virtio port has one queue pair.
+//! Multiqueue: queue pair `i` is virtqueues `2i` (rx) and `2i + 1` (tx); the control
+//! virtqueue is `2 * max_virtqueue_pairs` (the device's limit, not the pairs used).
+//! After DRIVER_OK the driver sends `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET` on the control
+//! queue ([`ctrl`]); until the device acknowledges it only the first pair carries
+//! traffic, so `open` fails when the device refuses.
 
+pub mod ctrl;
 pub mod regs;
 pub mod ring;
 
@@ -20,6 +26,7 @@ use crate::pci::Sysfs;
 use crate::port::{MacAddr, Port, PortCounters, PortInfo};
 use crate::vfio::{Bar, VfioDevice};
 
+use ctrl::CtrlQueue;
 use regs::*;
 use ring::{RxQueue, SplitQueue, TxQueue};
 
@@ -97,13 +104,25 @@ pub fn parse_caps(cfg: &[u8; 256]) -> Result<VirtioCaps, String> {
     Ok(VirtioCaps { common, notify, notify_multiplier: mult, device })
 }
 
-/// The features podwire accepts out of those `offered`; errors when a required one
-/// is missing.
-pub fn negotiate(offered: u64) -> Result<u64, String> {
+/// The features podwire accepts out of those `offered` for `pairs` queue pairs;
+/// errors when a required one is missing. MQ and CTRL_VQ are taken only for more
+/// than one pair (and both are then required).
+pub fn negotiate(offered: u64, pairs: u16) -> Result<u64, String> {
     if offered & F_VERSION_1 == 0 {
         return Err("the device does not offer VIRTIO_F_VERSION_1 (a legacy device)".into());
     }
-    let wanted = F_VERSION_1 | F_ACCESS_PLATFORM | NET_F_MAC | NET_F_STATUS | NET_F_MRG_RXBUF;
+    let mut wanted = F_VERSION_1 | F_ACCESS_PLATFORM | NET_F_MAC | NET_F_STATUS | NET_F_MRG_RXBUF;
+    if pairs > 1 {
+        let mq = NET_F_MQ | NET_F_CTRL_VQ;
+        if offered & mq != mq {
+            return Err(format!(
+                "{pairs} queue pairs need multiqueue, but the device does not offer \
+                 VIRTIO_NET_F_MQ and VIRTIO_NET_F_CTRL_VQ (QEMU: virtio-net-pci mq=on with a \
+                 multiqueue netdev); use queues = 1"
+            ));
+        }
+        wanted |= mq;
+    }
     Ok(offered & wanted)
 }
 
@@ -114,19 +133,32 @@ pub fn queue_size(configured: u16, max: u16) -> u16 {
     configured.min(1u16 << (15 - max.max(1).leading_zeros()))
 }
 
+/// Checks `pairs` against the device's `max_virtqueue_pairs` (device input: the
+/// spec's range is 1..=0x8000).
+pub fn check_pairs(pairs: u16, max_pairs: u16) -> Result<(), String> {
+    if !(1..=0x8000).contains(&max_pairs) {
+        return Err(format!("the device reports max_virtqueue_pairs = {max_pairs}"));
+    }
+    if pairs > max_pairs {
+        return Err(format!("{pairs} queue pairs configured, the device has at most {max_pairs}"));
+    }
+    Ok(())
+}
+
 /// A virtio-net port: one modern virtio-net function owned through VFIO.
 pub struct VirtioNet {
     name: String,
     mac: MacAddr,
     features: u64,
-    rx: RxQueue,
-    tx: TxQueue,
-    notify_rx: usize,
-    notify_tx: usize,
+    /// One per queue pair, with the notify offset of its virtqueue.
+    rx: Vec<(RxQueue, usize)>,
+    tx: Vec<(TxQueue, usize)>,
     counters: Arc<PortCounters>,
     caps: VirtioCaps,
     bars: Vec<Option<Bar>>,
     device: VfioDevice,
+    /// Kept so its memory stays with the port (used only while opening).
+    _ctrl: Option<CtrlQueue>,
     _ring_mem: DmaMemory,
     _pool: Mempool,
 }
@@ -179,14 +211,11 @@ fn view<'a>(bars: &'a [Option<Bar>], r: &CapRegion) -> View<'a> {
 
 impl VirtioNet {
     /// Takes the virtio-net function at `cfg.pci` (bound to vfio-pci), negotiates
-    /// features and starts one queue pair posting buffers from `pool`.
+    /// features and starts `cfg.queues` queue pairs posting buffers from `pool`.
     pub fn open(cfg: &VfioPortConfig, pool: Mempool, sysfs: &Sysfs) -> Result<Self, NicError> {
-        if cfg.queues != 1 {
-            return Err(NicError::Config(format!(
-                "a virtio-net port has 1 queue pair in podwire (multiqueue needs the control \
-                 queue, not implemented), not {}",
-                cfg.queues
-            )));
+        let pairs = cfg.queues;
+        if pairs == 0 {
+            return Err(NicError::Config("a virtio-net port needs at least 1 queue pair".into()));
         }
         let mut device = VfioDevice::open(sysfs, cfg.pci)?;
         let _ = device.reset();
@@ -224,7 +253,16 @@ impl VirtioNet {
         let lo = common.r32(DEVICE_FEATURE) as u64;
         common.w32(DEVICE_FEATURE_SELECT, 1);
         let offered = lo | (common.r32(DEVICE_FEATURE) as u64) << 32;
-        let features = negotiate(offered).map_err(NicError::Device)?;
+        let features = negotiate(offered, pairs).map_err(NicError::Config)?;
+        let dev = view(&bars, &caps.device);
+        // The control queue sits after the device's largest number of pairs.
+        let ctrl_index = if features & NET_F_MQ != 0 {
+            let max_pairs = dev.r16(NET_CFG_MAX_PAIRS);
+            check_pairs(pairs, max_pairs).map_err(NicError::Config)?;
+            Some(2 * max_pairs)
+        } else {
+            None
+        };
         common.w32(DRIVER_FEATURE_SELECT, 0);
         common.w32(DRIVER_FEATURE, features as u32);
         common.w32(DRIVER_FEATURE_SELECT, 1);
@@ -237,27 +275,33 @@ impl VirtioNet {
                 "the device refused features {features:#x} (offered {offered:#x})"
             )));
         }
-        if common.r16(NUM_QUEUES) < 2 {
-            return Err(NicError::Device("the device has fewer than 2 virtqueues".into()));
+        let num_queues = common.r16(NUM_QUEUES);
+        let needed = ctrl_index.map_or(2 * pairs, |c| c + 1);
+        if num_queues < needed {
+            return Err(NicError::Device(format!(
+                "the device has {num_queues} virtqueues, {needed} needed for {pairs} queue pair(s)"
+            )));
         }
         common.w16(MSIX_CONFIG, NO_VECTOR);
 
+        // Virtqueues 0..2*pairs, then the control queue; its command buffer last.
         let size = cfg.ring_size;
         let qbytes = SplitQueue::bytes(size).next_multiple_of(4096);
-        let ring_mem = DmaMemory::with_small_pages(2 * qbytes)?;
+        let nq = 2 * pairs as usize + ctrl_index.is_some() as usize;
+        let ring_mem = DmaMemory::with_small_pages(nq * qbytes + 4096)?;
         device.map_dma(&ring_mem)?;
-        let mut queues = Vec::new();
-        let mut notify = [0usize; 2];
-        for q in 0..2u16 {
+        let mut queues = Vec::with_capacity(nq);
+        let indexes = (0..2 * pairs).chain(ctrl_index);
+        for (slot, q) in indexes.enumerate() {
             common.w16(QUEUE_SELECT, q);
             let max = common.r16(QUEUE_SIZE);
             if max == 0 {
                 return Err(NicError::Device(format!("virtqueue {q} does not exist")));
             }
-            let n = queue_size(size, max);
-            let off = q as usize * qbytes;
-            // SAFETY: ring_mem holds 2 queues of qbytes each, page aligned, and lives
-            // in the port as long as the queues.
+            let n = if Some(q) == ctrl_index { queue_size(16, max) } else { queue_size(size, max) };
+            let off = slot * qbytes;
+            // SAFETY: ring_mem holds nq queues of qbytes each (qbytes >= bytes(n) as
+            // n <= size), page aligned, and lives in the port as long as the queues.
             let sq = unsafe {
                 SplitQueue::new(
                     std::ptr::NonNull::new(ring_mem.as_ptr().add(off)).expect("not null"),
@@ -276,26 +320,46 @@ impl VirtioNet {
                     "virtqueue {q}'s notify address {noff:#x} lies outside the notify area"
                 )));
             }
-            notify[q as usize] = caps.notify.offset as usize + noff;
             common.w16(QUEUE_ENABLE, 1);
-            queues.push(sq);
+            queues.push((sq, caps.notify.offset as usize + noff));
         }
-        let txq = queues.pop().expect("two queues");
-        let rxq = queues.pop().expect("two queues");
-        let mut rx = RxQueue::new(rxq, pool.clone());
-        if !rx.fill() {
-            return Err(NicError::Config(
-                "the mempool has too few buffers (or less than 12 bytes of headroom) for the \
-                 virtio rx queue"
-                    .into(),
-            ));
+        let mut ctrl = match ctrl_index {
+            Some(_) => {
+                let (cq, noff) = queues.pop().expect("control queue set up above");
+                let off = nq * qbytes;
+                // SAFETY: the last page of ring_mem is the command buffer, used only
+                // by this control queue and the device; it lives as long as the port.
+                let buf = unsafe { ring_mem.as_ptr().add(off) };
+                let buf = std::ptr::NonNull::new(buf).expect("not null");
+                // SAFETY: as above.
+                Some((unsafe { CtrlQueue::new(cq, buf, ring_mem.iova_at(off)) }, noff))
+            }
+            None => None,
+        };
+        let mut rx = Vec::with_capacity(pairs as usize);
+        let mut tx = Vec::with_capacity(pairs as usize);
+        let mut it = queues.into_iter();
+        while let (Some((rq, rn)), Some((tq, tn))) = (it.next(), it.next()) {
+            let mut r = RxQueue::new(rq, pool.clone());
+            if !r.fill() {
+                return Err(NicError::Config(
+                    "the mempool has too few buffers (or less than 12 bytes of headroom) for \
+                     the virtio rx queues"
+                        .into(),
+                ));
+            }
+            rx.push((r, rn));
+            tx.push((TxQueue::new(tq), tn));
         }
-        let tx = TxQueue::new(txq);
         common.w8(DEVICE_STATUS, st | STATUS_DRIVER_OK);
         if common.r8(DEVICE_STATUS) & (STATUS_NEEDS_RESET | STATUS_FAILED) != 0 {
             return Err(NicError::Device("the device needs a reset right after start".into()));
         }
-        let dev = view(&bars, &caps.device);
+        let notify_bar = bars[caps.notify.bar as usize].as_ref().expect("mapped");
+        if let Some((cq, noff)) = ctrl.as_mut() {
+            let q = ctrl_index.expect("control queue index");
+            cq.set_queue_pairs(pairs, || notify_bar.write16(*noff, q)).map_err(NicError::Device)?;
+        }
         let mac = match cfg.mac {
             Some(m) => m,
             None if features & NET_F_MAC != 0 => {
@@ -307,23 +371,23 @@ impl VirtioNet {
             }
             None => MacAddr::random_local(),
         };
-        let notify_bar = bars[caps.notify.bar as usize].as_ref().expect("mapped");
-        // Kick rx once so the device sees the posted buffers.
-        notify_bar.write16(notify[0], 0);
+        // Kick every rx queue once so the device sees the posted buffers.
+        for (i, (_, noff)) in rx.iter().enumerate() {
+            notify_bar.write16(*noff, 2 * i as u16);
+        }
         tracing::info!(port = %cfg.name, pci = %cfg.pci, %mac, features = format_args!("{features:#x}"),
-            ring = size, "virtio-net started");
+            ring = size, queue_pairs = pairs, "virtio-net started");
         Ok(Self {
             name: cfg.name.clone(),
             mac,
             features,
             rx,
             tx,
-            notify_rx: notify[0],
-            notify_tx: notify[1],
-            counters: PortCounters::new(1),
+            counters: PortCounters::new(pairs),
             caps,
             bars,
             device,
+            _ctrl: ctrl.map(|(c, _)| c),
             _ring_mem: ring_mem,
             _pool: pool,
         })
@@ -346,8 +410,12 @@ impl Drop for VirtioNet {
     fn drop(&mut self) {
         view(&self.bars, &self.caps.common).w8(DEVICE_STATUS, 0);
         let _ = self.device.disable_bus_master();
-        self.rx.release();
-        self.tx.release();
+        for (r, _) in &mut self.rx {
+            r.release();
+        }
+        for (t, _) in &mut self.tx {
+            t.release();
+        }
     }
 }
 
@@ -357,7 +425,7 @@ impl Port for VirtioNet {
     }
 
     fn info(&self) -> PortInfo {
-        PortInfo { kind: "vfio", mac: self.mac, queues: 1 }
+        PortInfo { kind: "vfio", mac: self.mac, queues: self.rx.len() as u16 }
     }
 
     fn link_up(&self) -> bool {
@@ -369,24 +437,26 @@ impl Port for VirtioNet {
 
     #[inline]
     fn rx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>, max: usize) -> usize {
-        if queue != 0 {
+        let Some((rxq, noff)) = self.rx.get_mut(queue as usize) else {
             return 0;
-        }
+        };
         let before = bufs.len();
-        if self.rx.rx(bufs, max, self.counters.queue(0)) {
-            self.notify(self.notify_rx, 0);
+        if rxq.rx(bufs, max, self.counters.queue(queue)) {
+            let noff = *noff;
+            self.notify(noff, 2 * queue);
         }
         bufs.len() - before
     }
 
     #[inline]
     fn tx_burst(&mut self, queue: u16, bufs: &mut Vec<PacketBuf>) -> usize {
-        if queue != 0 {
+        let Some((txq, noff)) = self.tx.get_mut(queue as usize) else {
             return 0;
-        }
+        };
         let before = bufs.len();
-        if self.tx.tx(bufs, self.counters.queue(0)) {
-            self.notify(self.notify_tx, 1);
+        if txq.tx(bufs, self.counters.queue(queue)) {
+            let noff = *noff;
+            self.notify(noff, 2 * queue + 1);
         }
         before - bufs.len()
     }
@@ -465,8 +535,21 @@ mod tests {
     #[test]
     fn feature_negotiation() {
         let offered = F_VERSION_1 | F_ACCESS_PLATFORM | NET_F_MAC | NET_F_CTRL_VQ | NET_F_MQ;
-        let f = negotiate(offered).unwrap();
+        let f = negotiate(offered, 1).unwrap();
         assert_eq!(f, F_VERSION_1 | F_ACCESS_PLATFORM | NET_F_MAC);
-        assert!(negotiate(NET_F_MAC).unwrap_err().contains("VERSION_1"));
+        let f = negotiate(offered, 2).unwrap();
+        assert_eq!(f, F_VERSION_1 | F_ACCESS_PLATFORM | NET_F_MAC | NET_F_CTRL_VQ | NET_F_MQ);
+        assert!(negotiate(NET_F_MAC, 1).unwrap_err().contains("VERSION_1"));
+        let e = negotiate(F_VERSION_1 | NET_F_MQ, 2).unwrap_err();
+        assert!(e.contains("VIRTIO_NET_F_CTRL_VQ") && e.contains("queues = 1"), "{e}");
+    }
+
+    #[test]
+    fn queue_pairs_within_the_device_limit() {
+        assert_eq!(check_pairs(2, 2), Ok(()));
+        assert_eq!(check_pairs(1, 8), Ok(()));
+        assert!(check_pairs(4, 2).unwrap_err().contains("at most 2"));
+        assert!(check_pairs(2, 0).unwrap_err().contains("max_virtqueue_pairs = 0"));
+        assert!(check_pairs(2, 0x8001).is_err());
     }
 }

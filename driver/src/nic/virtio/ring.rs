@@ -94,6 +94,29 @@ impl SplitQueue {
         }
     }
 
+    /// Sets the `next` field of descriptor `id` (call after [`set_desc`](Self::set_desc),
+    /// which clears it).
+    pub fn set_next(&self, id: u16, next: u16) {
+        let id = (id & (self.size - 1)) as usize;
+        // SAFETY: `next` is the last u16 of descriptor id, inside the table (masked).
+        unsafe { self.at::<u16>(16 * id + 14).write_volatile(next.to_le()) };
+    }
+
+    /// The `next` field of descriptor `id`.
+    pub fn next(&self, id: u16) -> u16 {
+        let id = (id & (self.size - 1)) as usize;
+        // SAFETY: as in `set_next`.
+        u16::from_le(unsafe { self.at::<u16>(16 * id + 14).read_volatile() })
+    }
+
+    /// Tests: a second handle on the same queue memory, for a simulated device that
+    /// runs while the driver side is borrowed. Only its `device_*` and read methods
+    /// may be used.
+    #[cfg(test)]
+    pub(crate) fn device_view(&self) -> SplitQueue {
+        SplitQueue { ..*self }
+    }
+
     /// Reads descriptor `id`: (addr, len, flags).
     pub fn desc(&self, id: u16) -> (u64, u32, u16) {
         let id = (id & (self.size - 1)) as usize;
