@@ -72,9 +72,18 @@ for f in "$logdir"/unit-tests.log "$logdir"/integration-tests.log "$logdir"/doc-
   done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed; \([0-9]*\) ignored.*/\1 \2 \3/p' "$f")
 done
 
-# testpmd instances started by the harness use prefixes pwpod<pid>x<n>/pwsw<pid>x<n>:
-# none of their hugepage files may survive the suite.
-leftovers=$(find /dev/hugepages -maxdepth 1 -name 'pw*x*map_*' 2>/dev/null | wc -l)
+# testpmd instances started by the harness use prefixes pwpod<pid>x<n>/pwsw<pid>x<n>
+# (<pid>: the test process): none of their hugepage files may survive the suite. Files
+# whose test process still runs belong to a suite running in another worktree.
+leftovers=0
+for f in /dev/hugepages/pw*x*map_*; do
+  [ -e "$f" ] || continue
+  pid=$(basename "$f" | sed -n 's/^pw[a-z]*\([0-9][0-9]*\)x.*/\1/p')
+  if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
+    continue
+  fi
+  leftovers=$((leftovers + 1))
+done
 
 printf '\n==== summary (logs in %s)\n' "$logdir"
 for i in "${!names[@]}"; do

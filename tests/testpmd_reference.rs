@@ -37,9 +37,12 @@ fn tx_first_burst_circulates_through_the_reference_switch() {
 
     pod.start_tx_first(32).expect("start tx_first");
     std::thread::sleep(Duration::from_millis(1500));
+    // Stop the pod first and let the switch drain what it sent: two processes'
+    // counters read while traffic circulates are never from the same instant.
+    let pod_fwd = pod.stop().expect("pod stop");
+    std::thread::sleep(Duration::from_millis(300));
     let pod_stats = pod.port_stats().expect("pod stats");
     let sw_stats = sw.port_stats().expect("switch stats");
-    let pod_fwd = pod.stop().expect("pod stop");
     eprintln!("pod ports: {pod_stats:?}\nswitch ports: {sw_stats:?}\npod fwd: {pod_fwd:?}");
 
     assert_eq!(pod_stats.len(), 2, "pod ports");
