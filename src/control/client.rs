@@ -50,7 +50,7 @@ pub fn get(socket: &Path, target: &str) -> Result<(u16, String), ClientError> {
 }
 
 /// Sends `method target` with an optional JSON body; returns the status code and the
-/// body. Waits up to [`CLIENT_TIMEOUT`] plus the daemon's own 5 s for a worker.
+/// body. Waits up to 3 x [`CLIENT_TIMEOUT`] for the answer (a change waits for a worker).
 pub fn request(
     socket: &Path,
     method: &str,

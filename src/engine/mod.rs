@@ -44,8 +44,12 @@ use crate::bridge::{Bridge, BridgeShared, BridgeSpec, VlanMode};
 use command::{Command, Inbox, Reply};
 use xconnect::XconnectPair;
 
-/// How long the engine waits for a worker to apply a command.
-const COMMAND_WAIT: Duration = Duration::from_secs(5);
+/// After this long without a reply the engine logs that a worker is slow (it keeps
+/// waiting: a command handed over cannot be taken back, and giving up would leave the
+/// worker running something the engine does not know about).
+const COMMAND_SLOW: Duration = Duration::from_secs(5);
+/// How often the engine checks, while it waits, that the worker still runs.
+const COMMAND_POLL: Duration = Duration::from_millis(100);
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -534,9 +538,34 @@ impl Engine {
                 worker.core
             )));
         }
-        match rx.recv_timeout(COMMAND_WAIT) {
-            Ok(Reply::Ports(ports)) => Ok(ports),
-            Ok(Reply::Rejected(why, ports)) => {
+        let start = std::time::Instant::now();
+        let mut warned = false;
+        let reply = loop {
+            match rx.recv_timeout(COMMAND_POLL) {
+                Ok(r) => break r,
+                Err(mpsc::RecvTimeoutError::Timeout)
+                    if !worker.handle.as_ref().is_none_or(|h| h.is_finished()) =>
+                {
+                    if !warned && start.elapsed() > COMMAND_SLOW {
+                        warned = true;
+                        tracing::warn!(
+                            core = worker.core,
+                            "{what}: the worker has not answered for {COMMAND_SLOW:?}; \
+                             is its core starved?"
+                        );
+                    }
+                }
+                Err(_) => {
+                    return Err(OpError::Unavailable(format!(
+                        "{what}: the worker on core {} stopped",
+                        worker.core
+                    )))
+                }
+            }
+        };
+        match reply {
+            Reply::Ports(ports) => Ok(ports),
+            Reply::Rejected(why, ports) => {
                 for p in ports {
                     if let Some(s) = self.port_status(p.name()) {
                         self.idle.push((p, s));
@@ -544,10 +573,6 @@ impl Engine {
                 }
                 Err(OpError::Conflict(why))
             }
-            Err(_) => Err(OpError::Unavailable(format!(
-                "{what}: the worker on core {} did not answer within {COMMAND_WAIT:?}",
-                worker.core
-            ))),
         }
     }
 
