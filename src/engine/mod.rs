@@ -14,8 +14,11 @@
 //! [`Engine::stop`] sets the stop flag, joins the workers and hands every port back
 //! (dropping an engine does the same and drops the ports).
 
+mod poll_stats;
 mod worker;
 mod xconnect;
+
+pub use poll_stats::WorkerPollStats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -174,6 +177,7 @@ pub struct WorkerAssignment {
 
 struct Worker {
     assignment: WorkerAssignment,
+    polls: Arc<WorkerPollStats>,
     handle: Option<JoinHandle<Vec<Box<dyn Port>>>>,
 }
 
@@ -284,11 +288,13 @@ impl Engine {
             };
             let stop = stop.clone();
             let ready = ready_tx.clone();
+            let polls = Arc::new(WorkerPollStats::new(core));
+            let worker_polls = polls.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("podwire-w{core}"))
-                .spawn(move || worker::run(core, pairs, brs, stop, ready))
+                .spawn(move || worker::run(core, pairs, brs, stop, ready, worker_polls))
                 .map_err(|source| EngineError::Spawn { core, source })?;
-            engine.workers.push(Worker { assignment, handle: Some(handle) });
+            engine.workers.push(Worker { assignment, polls, handle: Some(handle) });
         }
         drop(ready_tx);
         for _ in 0..engine.workers.len() {
@@ -305,6 +311,11 @@ impl Engine {
     /// Workers and what they run.
     pub fn assignments(&self) -> Vec<WorkerAssignment> {
         self.workers.iter().map(|w| w.assignment.clone()).collect()
+    }
+
+    /// Every worker's poll-round counters (busy and idle), in worker order.
+    pub fn worker_polls(&self) -> Vec<Arc<WorkerPollStats>> {
+        self.workers.iter().map(|w| w.polls.clone()).collect()
     }
 
     /// The bridges, in the order given.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use podwire_driver::{PacketBuf, Port, BURST_SIZE};
 
+use super::poll_stats::{PollTally, WorkerPollStats};
 use super::xconnect::XconnectPair;
 use crate::bridge::Bridge;
 
@@ -40,12 +41,13 @@ pub(crate) fn run(
     mut bridges: Vec<Bridge>,
     stop: Arc<AtomicBool>,
     ready: mpsc::Sender<(usize, std::io::Result<()>)>,
+    polls: Arc<WorkerPollStats>,
 ) -> Vec<Box<dyn Port>> {
     let pinned = pin_to_core(core);
     let ok = pinned.is_ok();
     let _ = ready.send((core, pinned));
     if ok {
-        poll_loop(&mut pairs, &mut bridges, &stop);
+        poll_loop(&mut pairs, &mut bridges, &stop, &mut PollTally::new(&polls));
     }
     for p in &pairs {
         p.publish_status();
@@ -60,7 +62,12 @@ pub(crate) fn run(
 
 /// The run-to-completion loop. Allocates nothing, locks nothing and makes no
 /// syscall per packet; the one burst vector is allocated here, once.
-fn poll_loop(pairs: &mut [XconnectPair], bridges: &mut [Bridge], stop: &AtomicBool) {
+fn poll_loop(
+    pairs: &mut [XconnectPair],
+    bridges: &mut [Bridge],
+    stop: &AtomicBool,
+    tally: &mut PollTally<'_>,
+) {
     let mut buf: Vec<PacketBuf> = Vec::with_capacity(BURST_SIZE);
     let mut round: u32 = 0;
     for p in pairs.iter() {
@@ -78,6 +85,7 @@ fn poll_loop(pairs: &mut [XconnectPair], bridges: &mut [Bridge], stop: &AtomicBo
         for b in bridges.iter_mut() {
             received += b.poll(&mut buf);
         }
+        tally.record(received != 0);
         round = round.wrapping_add(1);
         if round.is_multiple_of(MAINTAIN_EVERY_ROUNDS) {
             for b in bridges.iter_mut() {
