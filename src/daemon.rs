@@ -6,6 +6,7 @@ use std::time::Duration;
 use podwire_driver::{DriverError, Mempool, MempoolConfig};
 
 use crate::config::{Config, PortKind};
+use crate::control::metrics_listener::{MetricsListenError, MetricsListener};
 use crate::control::{ControlServer, ControlState, ServerError};
 use crate::engine::{Engine, EngineError};
 use crate::ports::{build_ports, PortBuildError};
@@ -37,6 +38,9 @@ pub enum DaemonError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] ServerError),
+    /// The metrics TCP port could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsListenError),
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -135,8 +139,21 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     for name in engine.idle_ports() {
         tracing::warn!(port = %name, "port is in no cross-connect or bridge: it is not polled");
     }
-    let server =
-        control.serve_state(ControlState { ports: engine.status(), bridges: engine.bridges() })?;
+    let state = ControlState {
+        ports: engine.status(),
+        bridges: engine.bridges(),
+        workers: engine.worker_polls(),
+        mempool: Some(pool.clone()),
+    };
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let m = MetricsListener::start(addr, state.clone())?;
+            tracing::info!(address = %m.addr(), "metrics served at http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
+    let server = control.serve_state(state)?;
     tracing::info!(socket = %config.control_socket.display(), "podwire running; control socket ready");
 
     let mut result = Ok(());
@@ -161,6 +178,9 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
     let ports = engine.stop();
     tracing::info!(ports = ports.len(), "workers stopped and joined; closing ports");
     drop(ports);
+    if let Some(m) = metrics {
+        m.stop();
+    }
     server.stop();
     tracing::info!(socket = %config.control_socket.display(), "control socket removed");
     drop(pool);

@@ -140,6 +140,26 @@ pub fn write_json(w: &mut impl Write, status: u16, body: &str) -> std::io::Resul
     w.flush()
 }
 
+/// Writes a complete response with a body of type `content_type` and closes the
+/// exchange.
+pub fn write_response(
+    w: &mut impl Write,
+    status: u16,
+    content_type: &str,
+    body: &str,
+) -> std::io::Result<()> {
+    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         {allow}Connection: close\r\n\r\n",
+        reason(status),
+        body.len()
+    );
+    w.write_all(head.as_bytes())?;
+    w.write_all(body.as_bytes())?;
+    w.flush()
+}
+
 /// A JSON error body.
 pub fn error_body(message: &str) -> String {
     serde_json::json!({ "error": message }).to_string()

@@ -8,6 +8,7 @@
 //! | `GET /bridges` | `{"bridges":[{"name","ports":[{"name","vlan"|"trunk"}],"mac_age_secs",...,"counters"}]}` |
 //! | `GET /bridges/NAME` | one bridge, as in the list |
 //! | `GET /bridges/NAME/macs` | `{"bridge","entries":[{"mac","vlan","port","age_secs"}]}` |
+//! | `GET /metrics` | Prometheus text exposition 0.0.4 ([`metrics`]) |
 //! | anything else | 404 / 405 / 400 with `{"error":"..."}` |
 //!
 //! `curl --unix-socket /run/podwire/podwire.sock http://x/stats` works;
@@ -16,6 +17,8 @@
 pub mod cli;
 pub mod client;
 pub mod http;
+pub mod metrics;
+pub mod metrics_listener;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::http::{self, RequestError};
+use super::metrics;
 use super::{BridgeInfo, MacTableResponse, PortStats, StatsResponse};
 use crate::bridge::BridgeShared;
 use crate::engine::PortStatus;
@@ -26,6 +27,10 @@ pub struct ControlState {
     pub ports: Vec<Arc<PortStatus>>,
     /// Bridges, in config order.
     pub bridges: Vec<Arc<BridgeShared>>,
+    /// Workers' poll counters, for `GET /metrics`.
+    pub workers: Vec<Arc<crate::engine::WorkerPollStats>>,
+    /// The packet mempool, for `GET /metrics` (its size and free buffers).
+    pub mempool: Option<podwire_driver::Mempool>,
 }
 
 /// Permission bits of the control socket.
@@ -114,7 +119,7 @@ impl ControlServer {
 
     /// Starts the server thread answering from `status`.
     pub fn serve(self, status: Vec<Arc<PortStatus>>) -> Result<RunningServer, ServerError> {
-        self.serve_state(ControlState { ports: status, bridges: Vec::new() })
+        self.serve_state(ControlState { ports: status, ..Default::default() })
     }
 
     /// Starts the server thread answering from `state`.
@@ -243,6 +248,11 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
     }
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let request = http::read_request(&mut DeadlineReader { stream: &stream, deadline });
+    if let Some(req) = request.as_ref().ok().filter(|r| r.path == metrics::PATH) {
+        let (code, content_type, body) = metrics::respond(&req.method, status);
+        let _ = http::write_response(&mut &stream, code, content_type, &body);
+        return linger(&stream);
+    }
     let (code, body) = match request {
         Ok(req) => respond(&req.method, &req.path, status),
         Err(RequestError::Malformed(why)) => {
