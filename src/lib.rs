@@ -7,6 +7,7 @@
 //! - [`control`]: HTTP+JSON control API on a unix socket, and its client.
 //! - [`signals`]: SIGINT/SIGTERM, collected synchronously.
 //! - [`daemon`]: `podwire run`, tying the above together.
+//! - [`demo`]: `podwire demo`, namespaces and a DPDK pod on a bridge, end to end.
 //! - [`doctor`]: `podwire doctor`, the host readiness checks.
 //! - [`echo`]: `podwire pci echo`, an ARP/ping responder on a VFIO port.
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod bridge;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod demo;
 pub mod doctor;
 pub mod echo;
 pub mod engine;

@@ -1,0 +1,724 @@
+//! `podwire demo`: podwire switching real traffic on this machine, set up and torn
+//! down in one command (root).
+//!
+//! 1. Two network namespaces `pwdemo-<pid>-a` and `-b` (10.99.0.1 and .2), each
+//!    behind a veth whose host end (`pwd<pid>a`, `pwd<pid>b`) podwire takes with
+//!    AF_XDP; when `dpdk-testpmd` is installed, a DPDK pod in `pwdemo-<pid>-pod`
+//!    attached to a vhost-user port ([`pod`]: testpmd in `icmpecho` mode answers
+//!    ARP and ping for 10.99.0.100 from its own datapath).
+//! 2. `podwire run` (this binary, as a child) on a generated config in
+//!    `/tmp/podwire-demo-<pid>/`: all ports on one L2 bridge `demo`.
+//! 3. Traffic ([`traffic`]): each namespace pings the pod (which teaches the bridge
+//!    every address), the namespaces ping each other, a TCP transfer a -> b whose
+//!    every byte is checked, then steady pings for `--duration` seconds. A live table
+//!    of per-port counters runs meanwhile ([`display`]).
+//! 4. A summary (ping replies and RTTs, TCP bytes and throughput, per-port packets and
+//!    bytes, bridge counters, each worker's busy share of poll rounds from
+//!    `GET /metrics`, the pod's own counters) and a verdict: exit 0 only when every
+//!    check passed.
+//! 5. Teardown ([`teardown`]): podwire (it detaches its XDP programs and removes its
+//!    sockets), the pod and its DPDK files, the veths and namespaces, the directory;
+//!    also on error and on Ctrl-C/SIGTERM (exit 130).
+//!
+//! With the pod on the bridge, the namespaces get permanent neighbour entries for
+//! each other: testpmd's `icmpecho` answers ARP for *any* address and would otherwise
+//! race the real owner's reply.
+
+pub mod display;
+pub mod netns;
+pub mod pod;
+pub mod teardown;
+pub mod traffic;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::control::{fetch_stats, get_json, BridgeInfo, PortStats};
+use crate::signals::{signal_name, ShutdownSignals};
+use netns::Namespace;
+use teardown::Teardown;
+use traffic::{PingResult, TcpResult};
+
+/// The subnet of the demo's namespaces (inside them only).
+const SUBNET: &str = "10.99.0";
+/// The address the DPDK pod answers for.
+const POD_IP: &str = "10.99.0.100";
+/// TCP port of the transfer.
+const TCP_PORT: u16 = 5399;
+/// Longest wait for podwire or the pod to come up.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// What `podwire demo` was asked to do.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Steady-ping phase after the checks (live table running).
+    pub duration: Duration,
+    /// Bytes sent in the TCP transfer.
+    pub tcp_bytes: u64,
+    /// Leave out the DPDK pod even if testpmd is installed.
+    pub no_pod: bool,
+    /// After the checks, keep everything running until Ctrl-C.
+    pub keep: bool,
+}
+
+/// Why the demo stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// A step failed.
+    #[error("{0}")]
+    Failed(String),
+    /// SIGINT or SIGTERM arrived.
+    #[error("interrupted by {0}")]
+    Interrupted(&'static str),
+}
+
+fn fail(msg: impl Into<String>) -> DemoError {
+    DemoError::Failed(msg.into())
+}
+
+/// Prints a step announcement.
+fn say(msg: &str) {
+    println!("==> {msg}");
+}
+
+/// Runs the demo; the process's exit code. Call it from the main thread before any
+/// other thread is started (signals are blocked and collected here).
+pub fn main(opts: &DemoOptions) -> ExitCode {
+    let signals = match ShutdownSignals::block() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("podwire demo: cannot block SIGINT/SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut teardown = Teardown::new();
+    let result = Demo { opts, signals: &signals, teardown: &mut teardown }.run();
+    let code = match &result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(DemoError::Interrupted(sig)) => {
+            println!("\n==> {sig}: stopping and cleaning up");
+            ExitCode::from(130)
+        }
+        Err(DemoError::Failed(why)) => {
+            println!("\n==> error: {why}");
+            println!("==> cleaning up");
+            ExitCode::FAILURE
+        }
+    };
+    if result.is_ok() {
+        say("cleaning up");
+    }
+    teardown.run();
+    match result {
+        Ok(true) => println!("podwire demo: PASSED (everything it created is gone)"),
+        Ok(false) => println!("podwire demo: FAILED (see above; everything it created is gone)"),
+        Err(DemoError::Interrupted(_)) => {
+            println!("podwire demo: interrupted (everything it created is gone)")
+        }
+        Err(DemoError::Failed(_)) => {
+            println!("podwire demo: FAILED (everything it created is gone)")
+        }
+    }
+    code
+}
+
+/// What the traffic thread is doing and has done, shared with the display.
+#[derive(Debug, Default)]
+struct Progress {
+    step: Mutex<String>,
+    events: Mutex<Vec<String>>,
+    tcp_received: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn step(&self, s: String) {
+        *self.step.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+    fn event(&self, s: String) {
+        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    }
+    fn take_events(&self) -> Vec<String> {
+        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+    fn current(&self) -> String {
+        self.step.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Results of the traffic phase.
+#[derive(Debug, Default)]
+struct TrafficReport {
+    pings: Vec<(String, PingResult)>,
+    tcp: Option<TcpResult>,
+}
+
+struct Demo<'a> {
+    opts: &'a DemoOptions,
+    signals: &'a ShutdownSignals,
+    teardown: &'a mut Teardown,
+}
+
+impl Demo<'_> {
+    /// Waits until `cond` holds, watching signals; `what` names what is awaited.
+    fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut cond: impl FnMut(&mut Teardown) -> Result<bool, DemoError>,
+    ) -> Result<(), DemoError> {
+        let start = Instant::now();
+        loop {
+            if cond(self.teardown)? {
+                return Ok(());
+            }
+            if let Some(sig) = self.signals.wait(Duration::from_millis(100)) {
+                return Err(DemoError::Interrupted(signal_name(sig)));
+            }
+            if start.elapsed() > timeout {
+                return Err(fail(format!("{what}: not within {timeout:?}")));
+            }
+        }
+    }
+
+    fn interrupted(&self) -> Result<(), DemoError> {
+        match self.signals.wait(Duration::ZERO) {
+            Some(sig) => Err(DemoError::Interrupted(signal_name(sig))),
+            None => Ok(()),
+        }
+    }
+
+    /// The whole demo; `Ok(passed)`.
+    fn run(&mut self) -> Result<bool, DemoError> {
+        let pid = std::process::id();
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(fail(
+                "podwire demo needs root (network namespaces, veths, XDP programs): run it with sudo",
+            ));
+        }
+        for (tool, pkg) in [("ip", "iproute2"), ("ethtool", "ethtool"), ("ping", "iputils-ping")] {
+            if !netns::have(tool) {
+                return Err(fail(format!("{tool} is not installed: apt-get install {pkg}")));
+            }
+        }
+        let testpmd = if self.opts.no_pod { None } else { pod::testpmd() };
+        println!(
+            "podwire demo (pid {pid}): two network namespaces{} on one podwire L2 bridge.\n\
+             Everything it creates carries {pid} in its name and is removed at the end, \
+             also on Ctrl-C.",
+            if testpmd.is_some() { " and a DPDK pod" } else { "" }
+        );
+        if self.opts.no_pod {
+            say("--no-pod: the DPDK pod is left out");
+        } else if testpmd.is_none() {
+            say(&format!(
+                "dpdk-testpmd is not installed, so the demo runs without the DPDK pod \
+                 (vhost-user port). To include it: {}",
+                pod::INSTALL_HINT
+            ));
+        }
+
+        let dir = PathBuf::from(format!("/tmp/podwire-demo-{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+        self.teardown.dir(dir.clone());
+
+        // ---- namespaces
+        let spaces: Vec<Namespace> = ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Namespace {
+                label: l.to_string(),
+                ns: format!("pwdemo-{pid}-{l}"),
+                host_if: format!("pwd{pid}{l}"),
+                inner_if: "eth0".into(),
+                ip: format!("{SUBNET}.{}", i + 1),
+                mac: format!("02:99:00:00:00:{:02x}", i + 1),
+            })
+            .collect();
+        for n in &spaces {
+            say(&format!(
+                "creating network namespace {} ({}/24 on eth0) behind veth {}",
+                n.ns, n.ip, n.host_if
+            ));
+            netns::create(n, self.teardown)?;
+            self.interrupted()?;
+        }
+        let pod_ns = format!("pwdemo-{pid}-pod");
+        if testpmd.is_some() {
+            say(&format!("creating network namespace {pod_ns} for the DPDK pod"));
+            netns::add_netns(&pod_ns, self.teardown)?;
+        }
+
+        // ---- podwire
+        let cpus = crate::config::allowed_cpus().unwrap_or_else(|| vec![0]);
+        let worker_core = cpus.first().copied().unwrap_or(0);
+        let pod_cpu = cpus.last().copied().unwrap_or(0);
+        let control = dir.join("podwire.sock");
+        let pod_sock = dir.join("pod.sock");
+        let config =
+            demo_config(&control, worker_core, &spaces, testpmd.is_some().then_some(&pod_sock));
+        let config_path = dir.join("podwire.toml");
+        std::fs::write(&config_path, &config).map_err(|e| fail(format!("write config: {e}")))?;
+        let log = dir.join("podwire.log");
+        say(&format!(
+            "starting podwire (`podwire run --config {}`, worker on core {worker_core}): \
+             AF_XDP ports ns-a, ns-b{} on bridge \"demo\"",
+            config_path.display(),
+            if testpmd.is_some() { " and vhost-user port pod" } else { "" }
+        ));
+        self.start_podwire(&config_path, &log)?;
+        let ctl = control.clone();
+        let log2 = log.clone();
+        self.wait_for("podwire's AF_XDP ports up", START_PATIENCE, |t| {
+            podwire_alive(t, &log2)?;
+            Ok(fetch_stats(&ctl).is_ok_and(|(_, s)| {
+                s.ports.iter().filter(|p| p.name.starts_with("ns-")).all(|p| p.link == "up")
+            }))
+        })?;
+        say(&format!("podwire is forwarding; control socket {}", control.display()));
+
+        // ---- the pod
+        if let Some(testpmd) = &testpmd {
+            let prefix = format!("pwdemo{pid}");
+            let pod_log = dir.join("pod.log");
+            say(&format!(
+                "starting the DPDK pod: {} in {pod_ns} on core {pod_cpu}, net_virtio_user on \
+                 {}, icmpecho mode (answers ARP and ping for {POD_IP})",
+                testpmd.display(),
+                pod_sock.display()
+            ));
+            pod::start(testpmd, &pod_ns, &pod_sock, pod_cpu, &prefix, &pod_log, self.teardown)?;
+            let ctl = control.clone();
+            let log2 = log.clone();
+            let pod_log2 = pod_log.clone();
+            self.wait_for("the DPDK pod attached", START_PATIENCE, |t| {
+                podwire_alive(t, &log2)?;
+                if let Some(Ok(Some(status))) = t.child_mut(pod::PROCESS_NAME).map(|c| c.try_wait())
+                {
+                    return Err(fail(format!(
+                        "the DPDK pod exited ({status}) at start; its log:\n{}",
+                        tail(&pod_log, 15)
+                    )));
+                }
+                let text = std::fs::read_to_string(&pod_log).unwrap_or_default();
+                Ok(pod::started(&text)
+                    && fetch_stats(&ctl).is_ok_and(|(_, s)| {
+                        s.ports.iter().any(|p| p.name == "pod" && p.link == "up")
+                    }))
+            })
+            .map_err(|e| match e {
+                DemoError::Failed(why) => fail(format!(
+                    "{why}; the pod's log (tail):\n{}\npodwire's log (tail):\n{}",
+                    tail(&pod_log2, 15),
+                    tail(&log, 10)
+                )),
+                e => e,
+            })?;
+            say("the DPDK pod is attached: podwire's port \"pod\" is up");
+            say("permanent neighbour entries between the namespaces (the pod answers ARP for any address)");
+            netns::static_neighbour(&spaces[0], &spaces[1].ip, &spaces[1].mac)?;
+            netns::static_neighbour(&spaces[1], &spaces[0].ip, &spaces[0].mac)?;
+        }
+
+        // ---- traffic, with the live view
+        say("traffic through podwire (live counters below)");
+        let progress = Arc::new(Progress::default());
+        let report = self.traffic(&spaces, testpmd.is_some(), &control, &log, &progress)?;
+
+        // ---- summary
+        let stats = fetch_stats(&control).map(|(_, s)| s.ports).unwrap_or_default();
+        let bridge = get_json::<BridgeInfo>(&control, "/bridges/demo").ok().map(|(_, b)| b);
+        let polls = crate::control::client::get(&control, "/metrics")
+            .ok()
+            .map(|(_, body)| worker_polls(&body))
+            .unwrap_or_default();
+        let pod_totals = if testpmd.is_some() {
+            say("stopping the DPDK pod to read its own counters");
+            self.teardown.stop_process(pod::PROCESS_NAME);
+            pod::totals(&std::fs::read_to_string(dir.join("pod.log")).unwrap_or_default())
+        } else {
+            None
+        };
+        let passed = summary(self.opts, &report, &stats, bridge.as_ref(), &polls, pod_totals);
+
+        if self.opts.keep {
+            println!(
+                "\n==> --keep: everything stays up until Ctrl-C. Try:\n    \
+                 podwire stats --socket {ctl}\n    curl -s --unix-socket {ctl} http://podwire/metrics\n    \
+                 ip netns exec {a} ping {b_ip}",
+                ctl = control.display(),
+                a = spaces[0].ns,
+                b_ip = spaces[1].ip
+            );
+            let mut view = display::LiveView::new(std::io::stdout().is_terminal());
+            loop {
+                if let Some(sig) = self.signals.wait(Duration::from_millis(100)) {
+                    println!("==> {}: cleaning up", signal_name(sig));
+                    break;
+                }
+                podwire_alive(self.teardown, &log)?;
+                if view.due() {
+                    let ports = fetch_stats(&control).map(|(_, s)| s.ports).unwrap_or_default();
+                    view.draw(&[], "running (--keep); Ctrl-C cleans up", &ports);
+                }
+            }
+        }
+        Ok(passed)
+    }
+
+    fn start_podwire(&mut self, config: &Path, log: &Path) -> Result<(), DemoError> {
+        let exe = std::env::current_exe().map_err(|e| fail(format!("own executable: {e}")))?;
+        let err =
+            std::fs::File::create(log).map_err(|e| fail(format!("{}: {e}", log.display())))?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        // SAFETY: the closure runs in the child between fork and exec and only calls
+        // prctl, which is async-signal-safe.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                // If the demo is killed outright, podwire goes too (its XDP links with it).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| fail(format!("cannot start podwire run: {e}")))?;
+        self.teardown.process(PODWIRE, child);
+        Ok(())
+    }
+
+    /// Runs the traffic steps on a thread while this one draws the live view and
+    /// watches signals and podwire.
+    fn traffic(
+        &mut self,
+        spaces: &[Namespace],
+        with_pod: bool,
+        control: &Path,
+        log: &Path,
+        progress: &Arc<Progress>,
+    ) -> Result<TrafficReport, DemoError> {
+        let helpers = self.teardown.helpers();
+        let (a, b) = (spaces[0].clone(), spaces[1].clone());
+        let opts = self.opts.clone();
+        let p = progress.clone();
+        let worker = std::thread::Builder::new()
+            .name("demo-traffic".into())
+            .spawn(move || traffic_steps(&a, &b, with_pod, &opts, &p, &helpers))
+            .map_err(|e| fail(format!("cannot start the traffic thread: {e}")))?;
+        let mut view = display::LiveView::new(std::io::stdout().is_terminal());
+        loop {
+            if let Some(sig) = self.signals.wait(Duration::from_millis(100)) {
+                return Err(DemoError::Interrupted(signal_name(sig)));
+            }
+            podwire_alive(self.teardown, log)?;
+            let done = worker.is_finished();
+            let events = progress.take_events();
+            if done || view.due() || (view.is_tty() && !events.is_empty()) {
+                let ports = fetch_stats(control).map(|(_, s)| s.ports).unwrap_or_default();
+                view.draw(&events, &progress.current(), &ports);
+            } else {
+                for e in events {
+                    println!("{e}");
+                }
+            }
+            if done {
+                break;
+            }
+        }
+        worker.join().map_err(|_| fail("the traffic thread panicked"))?.map_err(DemoError::Failed)
+    }
+}
+
+/// The teardown name of podwire's process.
+const PODWIRE: &str = "podwire";
+
+/// Fails (with its log) when podwire has exited.
+fn podwire_alive(t: &mut Teardown, log: &Path) -> Result<(), DemoError> {
+    match t.child_mut(PODWIRE).map(|c| c.try_wait()) {
+        Some(Ok(Some(status))) => {
+            Err(fail(format!("podwire exited ({status}); its log:\n{}", tail(log, 20))))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The last `n` lines of a file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The generated `podwire run` config.
+fn demo_config(
+    control: &Path,
+    core: usize,
+    spaces: &[Namespace],
+    pod_sock: Option<&PathBuf>,
+) -> String {
+    let mut c = format!(
+        "# Generated by `podwire demo`.\ncontrol_socket = \"{}\"\nlog_level = \"info\"\n\
+         [workers]\ncores = [{core}]\n[memory]\nbuffers = 8192\nhugepages = false\n",
+        control.display()
+    );
+    let mut names = Vec::new();
+    for n in spaces {
+        c += &format!(
+            "[[ports]]\nname = \"ns-{}\"\ntype = \"af-xdp\"\ninterface = \"{}\"\n",
+            n.label, n.host_if
+        );
+        names.push(format!("\"ns-{}\"", n.label));
+    }
+    if let Some(sock) = pod_sock {
+        c += &format!(
+            "[[ports]]\nname = \"pod\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nmode = \"server\"\n",
+            sock.display()
+        );
+        names.push("\"pod\"".into());
+    }
+    c += &format!("[[bridge]]\nname = \"demo\"\nports = [{}]\n", names.join(", "));
+    c
+}
+
+/// The traffic steps, in order; each result is also reported as an event line.
+fn traffic_steps(
+    a: &Namespace,
+    b: &Namespace,
+    with_pod: bool,
+    opts: &DemoOptions,
+    progress: &Progress,
+    helpers: &teardown::Helpers,
+) -> Result<TrafficReport, String> {
+    let mut report = TrafficReport::default();
+    let mut ping = |label: String, from: &Namespace, to_ip: &str, count: u32| {
+        progress.step(format!("{label}: {count} pings"));
+        let r = traffic::ping(&from.ns, to_ip, count, 0.1, 0, helpers)?;
+        progress.event(format!("    {label:<22} {}", r.describe()));
+        report.pings.push((label, r));
+        Ok::<_, String>(())
+    };
+    if with_pod {
+        ping("ping ns-a -> pod".into(), a, POD_IP, 5)?;
+        ping("ping ns-b -> pod".into(), b, POD_IP, 5)?;
+    }
+    ping("ping ns-a -> ns-b".into(), a, &b.ip, 10)?;
+    ping("ping ns-b -> ns-a".into(), b, &a.ip, 10)?;
+
+    let len = opts.tcp_bytes;
+    let got = progress.tcp_received.clone();
+    let (a_ns, b_ns, b_ip) = (a.ns.clone(), b.ns.clone(), b.ip.clone());
+    let tcp =
+        std::thread::spawn(move || traffic::tcp_transfer(&a_ns, &b_ns, &b_ip, TCP_PORT, len, got));
+    while !tcp.is_finished() {
+        progress.step(format!(
+            "tcp ns-a -> ns-b {} of {:.1} MiB",
+            display::bar(progress.tcp_received.load(Relaxed), len, 30),
+            len as f64 / (1 << 20) as f64
+        ));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = tcp.join().map_err(|_| "the TCP transfer panicked".to_string())??;
+    progress.event(format!("    {:<22} {}", "tcp ns-a -> ns-b", describe_tcp(&r)));
+    report.tcp = Some(r);
+
+    let secs = opts.duration.as_secs_f64();
+    if secs > 0.0 {
+        let count = ((secs * 10.0).round() as u32).max(1);
+        progress.step(format!(
+            "steady pings for {secs:.0} s (both ways{})",
+            if with_pod { ", and to the pod" } else { "" }
+        ));
+        let mut runs: Vec<(String, String, String)> = vec![
+            ("steady ns-a -> ns-b".into(), a.ns.clone(), b.ip.clone()),
+            ("steady ns-b -> ns-a".into(), b.ns.clone(), a.ip.clone()),
+        ];
+        if with_pod {
+            runs.push(("steady ns-a -> pod".into(), a.ns.clone(), POD_IP.into()));
+        }
+        let handles: Vec<_> = runs
+            .into_iter()
+            .map(|(label, ns, ip)| {
+                let h = helpers.clone();
+                (label, std::thread::spawn(move || traffic::ping(&ns, &ip, count, 0.1, 0, &h)))
+            })
+            .collect();
+        for (label, h) in handles {
+            let r = h.join().map_err(|_| "a ping thread panicked".to_string())??;
+            progress.event(format!("    {label:<22} {}", r.describe()));
+            report.pings.push((label, r));
+        }
+    }
+    progress.step("traffic done".into());
+    Ok(report)
+}
+
+fn describe_tcp(r: &TcpResult) -> String {
+    format!(
+        "{} bytes in {:.2} s ({:.1} Mbit/s), {}",
+        r.bytes,
+        r.seconds,
+        r.mbit_per_s(),
+        if r.intact { "every byte verified" } else { "DATA CORRUPTED OR SHORT" }
+    )
+}
+
+/// `(worker, core, busy, idle)` from a `/metrics` body.
+fn worker_polls(body: &str) -> Vec<(String, String, u64, u64)> {
+    let mut out: Vec<(String, String, u64, u64)> = Vec::new();
+    for line in body.lines().filter(|l| l.starts_with("podwire_worker_polls_total{")) {
+        let label = |k: &str| {
+            line.split(&format!("{k}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string()
+        };
+        let value: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let (w, c) = (label("worker"), label("core"));
+        let i = match out.iter().position(|x| x.0 == w) {
+            Some(i) => i,
+            None => {
+                out.push((w, c, 0, 0));
+                out.len() - 1
+            }
+        };
+        match label("state").as_str() {
+            "busy" => out[i].2 = value,
+            _ => out[i].3 = value,
+        }
+    }
+    out
+}
+
+fn human_bytes(b: u64) -> String {
+    match b {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// Prints the summary; whether every check passed.
+fn summary(
+    opts: &DemoOptions,
+    report: &TrafficReport,
+    ports: &[PortStats],
+    bridge: Option<&BridgeInfo>,
+    polls: &[(String, String, u64, u64)],
+    pod: Option<(u64, u64)>,
+) -> bool {
+    let mut problems = Vec::new();
+    say("summary");
+    for (label, r) in &report.pings {
+        println!("  {label:<22} {}", r.describe());
+        if !r.ok() {
+            problems.push(format!("{label}: {}", r.describe()));
+        }
+    }
+    match &report.tcp {
+        Some(r) => {
+            println!("  {:<22} {}", "tcp ns-a -> ns-b", describe_tcp(r));
+            if !r.intact || r.bytes != opts.tcp_bytes {
+                problems.push(format!(
+                    "tcp: {} of {} bytes, intact: {}",
+                    r.bytes, opts.tcp_bytes, r.intact
+                ));
+            }
+        }
+        None => problems.push("tcp: no transfer".into()),
+    }
+    for p in ports {
+        println!(
+            "  port {:<6} {:<10} rx {} pkts / {}, tx {} pkts / {}, drops {}, errors {}",
+            p.name,
+            p.kind,
+            p.rx_packets,
+            human_bytes(p.rx_bytes),
+            p.tx_packets,
+            human_bytes(p.tx_bytes),
+            p.rx_drops + p.tx_drops,
+            p.errors
+        );
+        if p.rx_packets == 0 || p.tx_packets == 0 {
+            problems.push(format!("port {}: nothing forwarded", p.name));
+        }
+    }
+    if ports.is_empty() {
+        problems.push("no port counters from podwire".into());
+    }
+    if let Some(b) = bridge {
+        let c = &b.counters;
+        println!(
+            "  bridge {}: forwarded {}, flooded {}, learned {}, MAC entries {}",
+            b.name, c.forwarded, c.flooded, c.learned, c.entries
+        );
+    }
+    for (w, core, busy, idle) in polls {
+        let total = busy + idle;
+        let pct = if total > 0 { *busy as f64 * 100.0 / total as f64 } else { 0.0 };
+        println!(
+            "  worker {w} (core {core}): {busy} of {total} poll rounds moved packets ({pct:.3}%, \
+             GET /metrics)"
+        );
+    }
+    if let Some((rx, tx)) = pod {
+        println!("  pod (testpmd icmpecho): rx {rx} pkts, tx {tx} pkts (its own counters)");
+    }
+    if problems.is_empty() {
+        println!("  all checks passed: ping, TCP bytes verified, every port forwarded");
+        true
+    } else {
+        for p in &problems {
+            println!("  CHECK FAILED: {p}");
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_valid_and_bridges_every_port() {
+        let spaces: Vec<Namespace> = ["a", "b"]
+            .iter()
+            .map(|l| Namespace {
+                label: l.to_string(),
+                ns: format!("pwdemo-1-{l}"),
+                host_if: format!("pwd1{l}"),
+                inner_if: "eth0".into(),
+                ip: "10.99.0.1".into(),
+                mac: "02:99:00:00:00:01".into(),
+            })
+            .collect();
+        let sock = PathBuf::from("/tmp/podwire-demo-1/pod.sock");
+        let text = demo_config(Path::new("/tmp/podwire-demo-1/c.sock"), 0, &spaces, Some(&sock));
+        let c = crate::Config::parse(&text, Path::new("demo.toml")).expect("valid config");
+        assert_eq!(c.ports.len(), 3);
+        assert_eq!(c.bridges.len(), 1);
+        assert_eq!(c.bridges[0].ports.len(), 3);
+    }
+
+    #[test]
+    fn reads_worker_polls_from_metrics() {
+        let body = "# TYPE podwire_worker_polls_total counter\n\
+                    podwire_worker_polls_total{worker=\"0\",core=\"1\",state=\"busy\"} 25\n\
+                    podwire_worker_polls_total{worker=\"0\",core=\"1\",state=\"idle\"} 75\n";
+        assert_eq!(worker_polls(body), vec![("0".into(), "1".into(), 25, 75)]);
+    }
+}
