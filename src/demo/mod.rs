@@ -24,6 +24,15 @@
 //! each other: testpmd's `icmpecho` answers ARP for *any* address and would otherwise
 //! race the real owner's reply.
 
+/// `println!` that never panics: the demo must clean up even when its stdout is gone
+/// (`podwire demo | head`, a closed terminal), so write errors are ignored.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod display;
 pub mod netns;
 pub mod pod;
@@ -82,7 +91,7 @@ fn fail(msg: impl Into<String>) -> DemoError {
 
 /// Prints a step announcement.
 fn say(msg: &str) {
-    println!("==> {msg}");
+    out!("==> {msg}");
 }
 
 /// Runs the demo; the process's exit code. Call it from the main thread before any
@@ -101,12 +110,12 @@ pub fn main(opts: &DemoOptions) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(DemoError::Interrupted(sig)) => {
-            println!("\n==> {sig}: stopping and cleaning up");
+            out!("\n==> {sig}: stopping and cleaning up");
             ExitCode::from(130)
         }
         Err(DemoError::Failed(why)) => {
-            println!("\n==> error: {why}");
-            println!("==> cleaning up");
+            out!("\n==> error: {why}");
+            out!("==> cleaning up");
             ExitCode::FAILURE
         }
     };
@@ -115,13 +124,13 @@ pub fn main(opts: &DemoOptions) -> ExitCode {
     }
     teardown.run();
     match result {
-        Ok(true) => println!("podwire demo: PASSED (everything it created is gone)"),
-        Ok(false) => println!("podwire demo: FAILED (see above; everything it created is gone)"),
+        Ok(true) => out!("podwire demo: PASSED (everything it created is gone)"),
+        Ok(false) => out!("podwire demo: FAILED (see above; everything it created is gone)"),
         Err(DemoError::Interrupted(_)) => {
-            println!("podwire demo: interrupted (everything it created is gone)")
+            out!("podwire demo: interrupted (everything it created is gone)")
         }
         Err(DemoError::Failed(_)) => {
-            println!("podwire demo: FAILED (everything it created is gone)")
+            out!("podwire demo: FAILED (everything it created is gone)")
         }
     }
     code
@@ -207,7 +216,7 @@ impl Demo<'_> {
             }
         }
         let testpmd = if self.opts.no_pod { None } else { pod::testpmd() };
-        println!(
+        out!(
             "podwire demo (pid {pid}): two network namespaces{} on one podwire L2 bridge.\n\
              Everything it creates carries {pid} in its name and is removed at the end, \
              also on Ctrl-C.",
@@ -348,7 +357,7 @@ impl Demo<'_> {
         let passed = summary(self.opts, &report, &stats, bridge.as_ref(), &polls, pod_totals);
 
         if self.opts.keep {
-            println!(
+            out!(
                 "\n==> --keep: everything stays up until Ctrl-C. Try:\n    \
                  podwire stats --socket {ctl}\n    curl -s --unix-socket {ctl} http://podwire/metrics\n    \
                  ip netns exec {a} ping {b_ip}",
@@ -359,7 +368,7 @@ impl Demo<'_> {
             let mut view = display::LiveView::new(std::io::stdout().is_terminal());
             loop {
                 if let Some(sig) = self.signals.wait(Duration::from_millis(100)) {
-                    println!("==> {}: cleaning up", signal_name(sig));
+                    out!("==> {}: cleaning up", signal_name(sig));
                     break;
                 }
                 podwire_alive(self.teardown, &log)?;
@@ -432,7 +441,7 @@ impl Demo<'_> {
                 view.draw(&events, &progress.current(), &ports);
             } else {
                 for e in events {
-                    println!("{e}");
+                    out!("{e}");
                 }
             }
             if done {
@@ -624,14 +633,14 @@ fn summary(
     let mut problems = Vec::new();
     say("summary");
     for (label, r) in &report.pings {
-        println!("  {label:<22} {}", r.describe());
+        out!("  {label:<22} {}", r.describe());
         if !r.ok() {
             problems.push(format!("{label}: {}", r.describe()));
         }
     }
     match &report.tcp {
         Some(r) => {
-            println!("  {:<22} {}", "tcp ns-a -> ns-b", describe_tcp(r));
+            out!("  {:<22} {}", "tcp ns-a -> ns-b", describe_tcp(r));
             if !r.intact || r.bytes != opts.tcp_bytes {
                 problems.push(format!(
                     "tcp: {} of {} bytes, intact: {}",
@@ -642,7 +651,7 @@ fn summary(
         None => problems.push("tcp: no transfer".into()),
     }
     for p in ports {
-        println!(
+        out!(
             "  port {:<6} {:<10} rx {} pkts / {}, tx {} pkts / {}, drops {}, errors {}",
             p.name,
             p.kind,
@@ -662,28 +671,32 @@ fn summary(
     }
     if let Some(b) = bridge {
         let c = &b.counters;
-        println!(
+        out!(
             "  bridge {}: forwarded {}, flooded {}, learned {}, MAC entries {}",
-            b.name, c.forwarded, c.flooded, c.learned, c.entries
+            b.name,
+            c.forwarded,
+            c.flooded,
+            c.learned,
+            c.entries
         );
     }
     for (w, core, busy, idle) in polls {
         let total = busy + idle;
         let pct = if total > 0 { *busy as f64 * 100.0 / total as f64 } else { 0.0 };
-        println!(
+        out!(
             "  worker {w} (core {core}): {busy} of {total} poll rounds moved packets ({pct:.3}%, \
              GET /metrics)"
         );
     }
     if let Some((rx, tx)) = pod {
-        println!("  pod (testpmd icmpecho): rx {rx} pkts, tx {tx} pkts (its own counters)");
+        out!("  pod (testpmd icmpecho): rx {rx} pkts, tx {tx} pkts (its own counters)");
     }
     if problems.is_empty() {
-        println!("  all checks passed: ping, TCP bytes verified, every port forwarded");
+        out!("  all checks passed: ping, TCP bytes verified, every port forwarded");
         true
     } else {
         for p in &problems {
-            println!("  CHECK FAILED: {p}");
+            out!("  CHECK FAILED: {p}");
         }
         false
     }

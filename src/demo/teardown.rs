@@ -144,7 +144,7 @@ impl Teardown {
                 }
             };
             if self.verbose {
-                println!("    cleanup: {what}");
+                out!("    cleanup: {what}");
             }
         }
     }
