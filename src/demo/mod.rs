@@ -347,7 +347,8 @@ impl Demo<'_> {
             .ok()
             .map(|(_, body)| worker_polls(&body))
             .unwrap_or_default();
-        let pod_totals = if testpmd.is_some() {
+        // The pod prints its own counters when it quits; with --keep it stays up.
+        let pod_totals = if testpmd.is_some() && !self.opts.keep {
             say("stopping the DPDK pod to read its own counters");
             self.teardown.stop_process(pod::PROCESS_NAME);
             pod::totals(&std::fs::read_to_string(dir.join("pod.log")).unwrap_or_default())
