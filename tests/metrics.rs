@@ -206,7 +206,12 @@ fn metrics_follow_traffic_on_socket_and_tcp() {
         .unwrap();
     prometheus::parse(&String::from_utf8_lossy(&out.stdout)).expect("curl over the socket");
 
-    // Anything but GET /metrics is refused with a JSON error, and the port still serves.
+    // Anything but GET /metrics is refused with a JSON error and counted, and the port
+    // still serves.
+    let rejected = |e: &Exposition, l: &str| {
+        e.value("podwire_http_requests_rejected_total", &[("listener", l)])
+    };
+    let (tcp_rejected, ctl_rejected) = (rejected(&tcp, "metrics"), rejected(&tcp, "control"));
     for (req, want) in [
         ("GET /stats HTTP/1.1\r\n\r\n", "HTTP/1.1 404"),
         ("POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n", "HTTP/1.1 405"),
@@ -220,6 +225,9 @@ fn metrics_follow_traffic_on_socket_and_tcp() {
     assert!(tcp_get(addr, &huge).starts_with("HTTP/1.1 413"));
     assert!(unix_get(&d.control, "DELETE /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
     assert!(tcp_get(addr, "GET /metrics HTTP/1.0\r\n\r\n").starts_with("HTTP/1.1 200"));
+    let now = scrape(&d);
+    assert_eq!(rejected(&now, "metrics") - tcp_rejected, 4.0, "3 bad requests and a huge one");
+    assert_eq!(rejected(&now, "control") - ctl_rejected, 1.0, "DELETE /metrics");
 
     let log = d.stop();
     // log_level = "warn": the info lines of a normal start are not there.

@@ -13,6 +13,7 @@
 //! | `podwire_mempool_buffers` | gauge | (none) |
 //! | `podwire_mempool_buffers_in_ring` (free in the shared ring; per-worker caches and packets in flight are not) | gauge | (none) |
 //! | `podwire_worker_polls_total` | counter | `worker`, `core`, `state` (busy: the round moved packets; idle: it did not) |
+//! | `podwire_http_requests_rejected_total` (answered 4xx: malformed, too large, too slow, unknown path or method) | counter | `listener` (control, metrics) |
 //!
 //! A worker's busy ratio over an interval is
 //! `rate(podwire_worker_polls_total{state="busy"}[1m]) / sum without(state)(rate(podwire_worker_polls_total[1m]))`.
@@ -20,7 +21,7 @@
 //! costs the datapath nothing.
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::server::ControlState;
 use super::PortStats;
@@ -29,6 +30,26 @@ use super::PortStats;
 pub const PATH: &str = "/metrics";
 /// The content type of format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Which HTTP listener answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The control socket.
+    Control,
+    /// The `metrics_listen` TCP port.
+    Metrics,
+}
+
+/// Requests answered with a 4xx status, per listener (process-wide: one daemon per
+/// process).
+static REJECTED: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Counts an answer given by `listener` with status `code` (only 4xx are counted).
+pub fn count_answer(listener: Listener, code: u16) {
+    if (400..500).contains(&code) {
+        REJECTED[listener as usize].fetch_add(1, Relaxed);
+    }
+}
 
 /// Escapes a label value: backslash, double quote and line feed.
 pub fn escape_label_value(v: &str) -> String {
@@ -175,6 +196,19 @@ pub fn render(state: &ControlState) -> String {
                 v,
             );
         }
+    }
+    e.family(
+        "podwire_http_requests_rejected_total",
+        "counter",
+        "Requests answered with a 4xx status (malformed, too large, too slow, unknown path or \
+         method).",
+    );
+    for (listener, which) in [("control", Listener::Control), ("metrics", Listener::Metrics)] {
+        e.sample(
+            "podwire_http_requests_rejected_total",
+            &[("listener", listener)],
+            REJECTED[which as usize].load(Relaxed),
+        );
     }
     e.text
 }

@@ -150,6 +150,7 @@ fn handle_connection(stream: &TcpStream, state: &ControlState) {
         Err(RequestError::Timeout) => (408, json, http::error_body("request not received in time")),
         Err(RequestError::Closed) => return,
     };
+    metrics::count_answer(metrics::Listener::Metrics, code);
     if let Err(e) = http::write_response(&mut &*stream, code, content_type, &body) {
         tracing::debug!("metrics response not delivered: {e}");
     }

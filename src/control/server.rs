@@ -250,6 +250,7 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
     let request = http::read_request(&mut DeadlineReader { stream: &stream, deadline });
     if let Some(req) = request.as_ref().ok().filter(|r| r.path == metrics::PATH) {
         let (code, content_type, body) = metrics::respond(&req.method, status);
+        metrics::count_answer(metrics::Listener::Control, code);
         let _ = http::write_response(&mut &stream, code, content_type, &body);
         return linger(&stream);
     }
@@ -268,6 +269,7 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
         Err(RequestError::Timeout) => (408, http::error_body("request not received in time")),
         Err(RequestError::Closed) => return,
     };
+    metrics::count_answer(metrics::Listener::Control, code);
     let mut w = &stream;
     if let Err(e) = http::write_json(&mut w, code, &body) {
         tracing::debug!("control response not delivered: {e}");
