@@ -395,17 +395,8 @@ impl Demo<'_> {
             .stdout(Stdio::null())
             .stderr(err);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        // SAFETY: the closure runs in the child between fork and exec and only calls
-        // prctl, which is async-signal-safe.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                // If the demo is killed outright, podwire goes too (its XDP links with it).
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        // If the demo is killed outright, podwire goes too (its XDP links with it).
+        teardown::die_with_parent(&mut cmd);
         let child = cmd.spawn().map_err(|e| fail(format!("cannot start podwire run: {e}")))?;
         self.teardown.process(PODWIRE, child);
         Ok(())

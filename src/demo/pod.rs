@@ -75,6 +75,7 @@ pub fn start(
         .stdout(out)
         .stderr(err);
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    super::teardown::die_with_parent(&mut cmd);
     teardown.dpdk_files(prefix);
     let child = cmd
         .spawn()

@@ -26,27 +26,63 @@ enum Undo {
 }
 
 /// PIDs of short-lived helper processes (ping) started by other threads; killed at
-/// teardown if they still run.
+/// teardown if they still run, and at once if they start after it.
 #[derive(Debug, Clone, Default)]
-pub struct Helpers(Arc<Mutex<Vec<u32>>>);
+pub struct Helpers(Arc<Mutex<HelperList>>);
+
+#[derive(Debug, Default)]
+struct HelperList {
+    pids: Vec<u32>,
+    closed: bool,
+}
+
+fn kill_now(pid: u32) {
+    // SAFETY: kill(2) has no memory-safety preconditions; pid is a child of this
+    // process that has not been reaped (reaped helpers are removed first).
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
 
 impl Helpers {
-    /// Records a running helper.
+    fn list(&self) -> std::sync::MutexGuard<'_, HelperList> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a running helper (killed right away once teardown has begun).
     pub fn add(&self, pid: u32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+        let mut l = self.list();
+        if l.closed {
+            kill_now(pid);
+        } else {
+            l.pids.push(pid);
+        }
     }
 
     /// Forgets a helper that was reaped (its PID may be reused).
     pub fn remove(&self, pid: u32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != pid);
+        self.list().pids.retain(|p| *p != pid);
     }
 
     fn kill_all(&self) {
-        for pid in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            // SAFETY: kill(2) has no memory-safety preconditions; pid is a child of
-            // this process that has not been reaped (reaped helpers are removed).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        let mut l = self.list();
+        l.closed = true;
+        for pid in l.pids.drain(..) {
+            kill_now(pid);
         }
+    }
+}
+
+/// Makes `cmd`'s process receive SIGKILL when the thread that starts it ends (the
+/// demo killed outright, or the helper's thread gone): nothing outlives the demo.
+pub fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only calls
+    // prctl, which is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
@@ -230,5 +266,20 @@ mod tests {
         assert_ne!(unsafe { libc::kill(pid as libc::pid_t, 0) }, 0);
         t.run(); // nothing left to do
         assert!(t.child_mut("sleeper").is_none());
+    }
+
+    #[test]
+    fn helpers_started_after_teardown_are_killed_at_once() {
+        let mut t = Teardown::default();
+        let helpers = t.helpers();
+        let mut running = Command::new("sleep").arg("30").spawn().unwrap();
+        helpers.add(running.id());
+        t.run();
+        let status = running.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        let mut late = Command::new("sleep").arg("30").spawn().unwrap();
+        helpers.add(late.id());
+        let status = late.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
     }
 }

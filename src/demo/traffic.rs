@@ -98,6 +98,7 @@ pub fn ping(
     // Its own process group: a Ctrl-C in the terminal goes to the demo, which stops
     // everything in order.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    super::teardown::die_with_parent(&mut cmd);
     let child = cmd.spawn().map_err(|e| format!("cannot run ping: {e}"))?;
     let pid = child.id();
     helpers.add(pid);

@@ -11,6 +11,9 @@
 //! with the engine (unpolled) and are refreshed by [`Engine::refresh_idle`] on the
 //! thread that owns the engine.
 //!
+//! Each worker counts its poll rounds as busy (packets moved) or idle
+//! ([`WorkerPollStats`], [`Engine::worker_polls`]) for `GET /metrics`.
+//!
 //! [`Engine::stop`] sets the stop flag, joins the workers and hands every port back
 //! (dropping an engine does the same and drops the ports).
 

@@ -61,15 +61,18 @@ pub fn require_root_tools() {
 }
 
 impl NetSetup {
-    /// `n` namespaces `pw<tag><i>`, each with a veth of `queues` queues whose host end
-    /// is `pw<tag><i>h`; namespace `i` gets 10.77.<subnet>.<i+1>/24.
+    /// `n` namespaces `pw<tag><pid>x<i>`, each with a veth of `queues` queues whose
+    /// host end is `pw<tag><pid>x<i>h`; namespace `i` gets 10.77.<subnet>.<i+1>/24.
+    /// The test process's PID in every name keeps test runs in other worktrees on the
+    /// same machine from deleting each other's namespaces.
     pub fn new(tag: &str, n: usize, queues: u16, subnet: u8) -> NetSetup {
         require_root_tools();
         let mut setup = NetSetup { ends: Vec::new() };
         for i in 0..n {
-            let ns = format!("pw{tag}{i}");
-            let host = format!("pw{tag}{i}h");
-            let inner = format!("pw{tag}{i}n");
+            let pid = std::process::id();
+            let ns = format!("pw{tag}{pid}x{i}");
+            let host = format!("pw{tag}{pid}x{i}h");
+            let inner = format!("pw{tag}{pid}x{i}n");
             assert!(host.len() < 16, "interface name {host} too long");
             // Remove leftovers of an earlier failed run with the same names.
             sh_quiet(&["ip", "netns", "del", &ns]);
