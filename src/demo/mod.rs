@@ -210,7 +210,12 @@ impl Demo<'_> {
                 "podwire demo needs root (network namespaces, veths, XDP programs): run it with sudo",
             ));
         }
-        for (tool, pkg) in [("ip", "iproute2"), ("ethtool", "ethtool"), ("ping", "iputils-ping")] {
+        for (tool, pkg) in [
+            ("ip", "iproute2"),
+            ("ethtool", "ethtool"),
+            ("ping", "iputils-ping"),
+            ("sysctl", "procps"),
+        ] {
             if !netns::have(tool) {
                 return Err(fail(format!("{tool} is not installed: apt-get install {pkg}")));
             }
