@@ -256,7 +256,8 @@ fn interrupted_demo_cleans_up() {
     read_until(&rx, "every byte verified", Duration::from_secs(180), &mut seen);
     std::thread::sleep(Duration::from_millis(500));
     let running = descendants(pid);
-    let pings = running.iter().filter(|(_, c)| c.starts_with("ping ")).count();
+    // `ip netns exec NS ping ...` until it has exec'd, `ping ...` after.
+    let pings = running.iter().filter(|(_, c)| c.contains("ping -n -i 0.1")).count();
     assert_eq!(pings, 3, "steady pings should be running: {running:?}");
     // SAFETY: kill(2) on our own child's PID, not yet reaped.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) }, 0);

@@ -8,8 +8,9 @@
 //!    ARP and ping for 10.99.0.100 from its own datapath).
 //! 2. `podwire run` (this binary, as a child) on a generated config in
 //!    `/tmp/podwire-demo-<pid>/`: all ports on one L2 bridge `demo`.
-//! 3. Traffic ([`traffic`]): each namespace pings the pod (which teaches the bridge
-//!    every address), the namespaces ping each other, a TCP transfer a -> b whose
+//! 3. Traffic ([`traffic`]): a first reply on each path (reported, not counted),
+//!    then each namespace pings the pod (which teaches the bridge every address),
+//!    the namespaces ping each other, a TCP transfer a -> b whose
 //!    every byte is checked, then steady pings for `--duration` seconds. A live table
 //!    of per-port counters runs meanwhile ([`display`]).
 //! 4. A summary (ping replies and RTTs, TCP bytes and throughput, per-port packets and
@@ -58,6 +59,8 @@ const SUBNET: &str = "10.99.0";
 const POD_IP: &str = "10.99.0.100";
 /// TCP port of the transfer.
 const TCP_PORT: u16 = 5399;
+/// Longest wait for the first ping reply on a path.
+const FIRST_REPLY_PATIENCE: Duration = Duration::from_secs(20);
 /// Longest wait for podwire or the pod to come up.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -517,6 +520,17 @@ fn traffic_steps(
         report.pings.push((label, r));
         Ok::<_, String>(())
     };
+    // First replies: the path is up (a first frame may also wait for a busy core).
+    let first: Vec<(&Namespace, &str, &str)> = if with_pod {
+        vec![(a, POD_IP, "ns-a -> pod"), (b, POD_IP, "ns-b -> pod")]
+    } else {
+        vec![(a, b.ip.as_str(), "ns-a -> ns-b")]
+    };
+    for (from, ip, label) in first {
+        progress.step(format!("{label}: waiting for a first ping reply"));
+        let t = traffic::wait_for_reply(&from.ns, ip, FIRST_REPLY_PATIENCE, helpers)?;
+        progress.event(format!("    {:<22} first reply after {:.2} s", label, t.as_secs_f64()));
+    }
     if with_pod {
         ping("ping ns-a -> pod".into(), a, POD_IP, 5)?;
         ping("ping ns-b -> pod".into(), b, POD_IP, 5)?;

@@ -88,7 +88,9 @@ pub fn ping(
     helpers: &Helpers,
 ) -> Result<PingResult, String> {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, "ping", "-n", "-i", &format!("{interval}"), "-W", "2"]);
+    // -W 5: a reply held up by a busy machine (podwire's worker shares its core with
+    // whatever else runs there) still counts; a lost one does not.
+    cmd.args(["netns", "exec", ns, "ping", "-n", "-i", &format!("{interval}"), "-W", "5"]);
     if count > 0 {
         cmd.args(["-c", &count.to_string()]);
     } else {
@@ -115,6 +117,27 @@ pub fn ping(
         ));
     }
     Ok(r)
+}
+
+/// Pings `ip` from `ns` once a second until a reply comes back (the path is up: the
+/// XDP programs and sockets are ready and the bridge has learned the addresses);
+/// returns how long that took, or an error after `timeout`.
+pub fn wait_for_reply(
+    ns: &str,
+    ip: &str,
+    timeout: Duration,
+    helpers: &Helpers,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    loop {
+        let r = ping(ns, ip, 1, 1.0, 0, helpers)?;
+        if r.received > 0 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            return Err(format!("no ping reply from {ip} to {ns} within {timeout:?}"));
+        }
+    }
 }
 
 /// What a TCP transfer showed.
