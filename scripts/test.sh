@@ -73,8 +73,17 @@ for f in "$logdir"/unit-tests.log "$logdir"/integration-tests.log "$logdir"/doc-
 done
 
 # testpmd instances started by the harness use prefixes pwpod<pid>x<n>/pwsw<pid>x<n>:
-# none of their hugepage files may survive the suite.
-leftovers=$(find /dev/hugepages -maxdepth 1 -name 'pw*x*map_*' 2>/dev/null | wc -l)
+# none of their hugepage files may survive the suite. A file some process still has
+# open or mapped belongs to a test running right now (another worktree's suite on the
+# same machine), not to a leftover: only unused files count.
+leftovers=0
+for f in /dev/hugepages/pw*x*map_*; do
+  [ -e "$f" ] || continue
+  if ! fuser -s "$f" 2>/dev/null; then
+    echo "leftover DPDK hugepage file: $f"
+    leftovers=$((leftovers + 1))
+  fi
+done
 
 printf '\n==== summary (logs in %s)\n' "$logdir"
 for i in "${!names[@]}"; do
