@@ -21,6 +21,9 @@
 //!    sockets), the pod and its DPDK files, the veths and namespaces, the directory;
 //!    also on error and on Ctrl-C/SIGTERM (exit 130).
 //!
+//! The traffic phase itself is in `steps.rs` (on its own thread), the summary and
+//! verdict in `summary.rs`.
+//!
 //! With the pod on the bridge, the namespaces get permanent neighbour entries for
 //! each other: testpmd's `icmpecho` answers ARP for *any* address and would otherwise
 //! race the real owner's reply.
@@ -37,21 +40,23 @@ macro_rules! out {
 pub mod display;
 pub mod netns;
 pub mod pod;
+mod steps;
+mod summary;
 pub mod teardown;
 pub mod traffic;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::control::{fetch_stats, get_json, BridgeInfo, PortStats};
+use crate::control::{fetch_stats, get_json, BridgeInfo};
 use crate::signals::{signal_name, ShutdownSignals};
 use netns::Namespace;
+use steps::{traffic_steps, Progress, TrafficReport};
+use summary::{summary, worker_polls};
 use teardown::Teardown;
-use traffic::{PingResult, TcpResult};
 
 /// The subnet of the demo's namespaces (inside them only).
 const SUBNET: &str = "10.99.0";
@@ -137,36 +142,6 @@ pub fn main(opts: &DemoOptions) -> ExitCode {
         }
     }
     code
-}
-
-/// What the traffic thread is doing and has done, shared with the display.
-#[derive(Debug, Default)]
-struct Progress {
-    step: Mutex<String>,
-    events: Mutex<Vec<String>>,
-    tcp_received: Arc<AtomicU64>,
-}
-
-impl Progress {
-    fn step(&self, s: String) {
-        *self.step.lock().unwrap_or_else(|e| e.into_inner()) = s;
-    }
-    fn event(&self, s: String) {
-        self.events.lock().unwrap_or_else(|e| e.into_inner()).push(s);
-    }
-    fn take_events(&self) -> Vec<String> {
-        std::mem::take(&mut *self.events.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-    fn current(&self) -> String {
-        self.step.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// Results of the traffic phase.
-#[derive(Debug, Default)]
-struct TrafficReport {
-    pings: Vec<(String, PingResult)>,
-    tcp: Option<TcpResult>,
 }
 
 struct Demo<'a> {
@@ -503,216 +478,6 @@ fn demo_config(
     c
 }
 
-/// The traffic steps, in order; each result is also reported as an event line.
-fn traffic_steps(
-    a: &Namespace,
-    b: &Namespace,
-    with_pod: bool,
-    opts: &DemoOptions,
-    progress: &Progress,
-    helpers: &teardown::Helpers,
-) -> Result<TrafficReport, String> {
-    let mut report = TrafficReport::default();
-    let mut ping = |label: String, from: &Namespace, to_ip: &str, count: u32| {
-        progress.step(format!("{label}: {count} pings"));
-        let r = traffic::ping(&from.ns, to_ip, count, 0.1, 0, helpers)?;
-        progress.event(format!("    {label:<22} {}", r.describe()));
-        report.pings.push((label, r));
-        Ok::<_, String>(())
-    };
-    // First replies: the path is up (a first frame may also wait for a busy core).
-    let first: Vec<(&Namespace, &str, &str)> = if with_pod {
-        vec![(a, POD_IP, "ns-a -> pod"), (b, POD_IP, "ns-b -> pod")]
-    } else {
-        vec![(a, b.ip.as_str(), "ns-a -> ns-b")]
-    };
-    for (from, ip, label) in first {
-        progress.step(format!("{label}: waiting for a first ping reply"));
-        let t = traffic::wait_for_reply(&from.ns, ip, FIRST_REPLY_PATIENCE, helpers)?;
-        progress.event(format!("    {:<22} first reply after {:.2} s", label, t.as_secs_f64()));
-    }
-    if with_pod {
-        ping("ping ns-a -> pod".into(), a, POD_IP, 5)?;
-        ping("ping ns-b -> pod".into(), b, POD_IP, 5)?;
-    }
-    ping("ping ns-a -> ns-b".into(), a, &b.ip, 10)?;
-    ping("ping ns-b -> ns-a".into(), b, &a.ip, 10)?;
-
-    let len = opts.tcp_bytes;
-    let got = progress.tcp_received.clone();
-    let (a_ns, b_ns, b_ip) = (a.ns.clone(), b.ns.clone(), b.ip.clone());
-    let tcp =
-        std::thread::spawn(move || traffic::tcp_transfer(&a_ns, &b_ns, &b_ip, TCP_PORT, len, got));
-    while !tcp.is_finished() {
-        progress.step(format!(
-            "tcp ns-a -> ns-b {} of {:.1} MiB",
-            display::bar(progress.tcp_received.load(Relaxed), len, 30),
-            len as f64 / (1 << 20) as f64
-        ));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let r = tcp.join().map_err(|_| "the TCP transfer panicked".to_string())??;
-    progress.event(format!("    {:<22} {}", "tcp ns-a -> ns-b", describe_tcp(&r)));
-    report.tcp = Some(r);
-
-    let secs = opts.duration.as_secs_f64();
-    if secs > 0.0 {
-        let count = ((secs * 10.0).round() as u32).max(1);
-        progress.step(format!(
-            "steady pings for {secs:.0} s (both ways{})",
-            if with_pod { ", and to the pod" } else { "" }
-        ));
-        let mut runs: Vec<(String, String, String)> = vec![
-            ("steady ns-a -> ns-b".into(), a.ns.clone(), b.ip.clone()),
-            ("steady ns-b -> ns-a".into(), b.ns.clone(), a.ip.clone()),
-        ];
-        if with_pod {
-            runs.push(("steady ns-a -> pod".into(), a.ns.clone(), POD_IP.into()));
-        }
-        let handles: Vec<_> = runs
-            .into_iter()
-            .map(|(label, ns, ip)| {
-                let h = helpers.clone();
-                (label, std::thread::spawn(move || traffic::ping(&ns, &ip, count, 0.1, 0, &h)))
-            })
-            .collect();
-        for (label, h) in handles {
-            let r = h.join().map_err(|_| "a ping thread panicked".to_string())??;
-            progress.event(format!("    {label:<22} {}", r.describe()));
-            report.pings.push((label, r));
-        }
-    }
-    progress.step("traffic done".into());
-    Ok(report)
-}
-
-fn describe_tcp(r: &TcpResult) -> String {
-    format!(
-        "{} bytes in {:.2} s ({:.1} Mbit/s), {}",
-        r.bytes,
-        r.seconds,
-        r.mbit_per_s(),
-        if r.intact { "every byte verified" } else { "DATA CORRUPTED OR SHORT" }
-    )
-}
-
-/// `(worker, core, busy, idle)` from a `/metrics` body.
-fn worker_polls(body: &str) -> Vec<(String, String, u64, u64)> {
-    let mut out: Vec<(String, String, u64, u64)> = Vec::new();
-    for line in body.lines().filter(|l| l.starts_with("podwire_worker_polls_total{")) {
-        let label = |k: &str| {
-            line.split(&format!("{k}=\""))
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .unwrap_or("")
-                .to_string()
-        };
-        let value: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let (w, c) = (label("worker"), label("core"));
-        let i = match out.iter().position(|x| x.0 == w) {
-            Some(i) => i,
-            None => {
-                out.push((w, c, 0, 0));
-                out.len() - 1
-            }
-        };
-        match label("state").as_str() {
-            "busy" => out[i].2 = value,
-            _ => out[i].3 = value,
-        }
-    }
-    out
-}
-
-fn human_bytes(b: u64) -> String {
-    match b {
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
-
-/// Prints the summary; whether every check passed.
-fn summary(
-    opts: &DemoOptions,
-    report: &TrafficReport,
-    ports: &[PortStats],
-    bridge: Option<&BridgeInfo>,
-    polls: &[(String, String, u64, u64)],
-    pod: Option<(u64, u64)>,
-) -> bool {
-    let mut problems = Vec::new();
-    say("summary");
-    for (label, r) in &report.pings {
-        out!("  {label:<22} {}", r.describe());
-        if !r.ok() {
-            problems.push(format!("{label}: {}", r.describe()));
-        }
-    }
-    match &report.tcp {
-        Some(r) => {
-            out!("  {:<22} {}", "tcp ns-a -> ns-b", describe_tcp(r));
-            if !r.intact || r.bytes != opts.tcp_bytes {
-                problems.push(format!(
-                    "tcp: {} of {} bytes, intact: {}",
-                    r.bytes, opts.tcp_bytes, r.intact
-                ));
-            }
-        }
-        None => problems.push("tcp: no transfer".into()),
-    }
-    for p in ports {
-        out!(
-            "  port {:<6} {:<10} rx {} pkts / {}, tx {} pkts / {}, drops {}, errors {}",
-            p.name,
-            p.kind,
-            p.rx_packets,
-            human_bytes(p.rx_bytes),
-            p.tx_packets,
-            human_bytes(p.tx_bytes),
-            p.rx_drops + p.tx_drops,
-            p.errors
-        );
-        if p.rx_packets == 0 || p.tx_packets == 0 {
-            problems.push(format!("port {}: nothing forwarded", p.name));
-        }
-    }
-    if ports.is_empty() {
-        problems.push("no port counters from podwire".into());
-    }
-    if let Some(b) = bridge {
-        let c = &b.counters;
-        out!(
-            "  bridge {}: forwarded {}, flooded {}, learned {}, MAC entries {}",
-            b.name,
-            c.forwarded,
-            c.flooded,
-            c.learned,
-            c.entries
-        );
-    }
-    for (w, core, busy, idle) in polls {
-        let total = busy + idle;
-        let pct = if total > 0 { *busy as f64 * 100.0 / total as f64 } else { 0.0 };
-        out!(
-            "  worker {w} (core {core}): {busy} of {total} poll rounds moved packets ({pct:.3}%, \
-             GET /metrics)"
-        );
-    }
-    if let Some((rx, tx)) = pod {
-        out!("  pod (testpmd icmpecho): rx {rx} pkts, tx {tx} pkts (its own counters)");
-    }
-    if problems.is_empty() {
-        out!("  all checks passed: ping, TCP bytes verified, every port forwarded");
-        true
-    } else {
-        for p in &problems {
-            out!("  CHECK FAILED: {p}");
-        }
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,13 +501,5 @@ mod tests {
         assert_eq!(c.ports.len(), 3);
         assert_eq!(c.bridges.len(), 1);
         assert_eq!(c.bridges[0].ports.len(), 3);
-    }
-
-    #[test]
-    fn reads_worker_polls_from_metrics() {
-        let body = "# TYPE podwire_worker_polls_total counter\n\
-                    podwire_worker_polls_total{worker=\"0\",core=\"1\",state=\"busy\"} 25\n\
-                    podwire_worker_polls_total{worker=\"0\",core=\"1\",state=\"idle\"} 75\n";
-        assert_eq!(worker_polls(body), vec![("0".into(), "1".into(), 25, 75)]);
     }
 }
