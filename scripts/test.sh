@@ -82,6 +82,7 @@ for f in /dev/hugepages/pw*x*map_*; do
   if [ -n "$pid" ] && [ -d "/proc/$pid" ]; then
     continue
   fi
+  echo "leftover DPDK hugepage file: $f"
   leftovers=$((leftovers + 1))
 done
 

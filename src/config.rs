@@ -4,6 +4,8 @@
 //! ```toml
 //! control_socket = "/run/podwire/podwire.sock"   # optional, this is the default
 //! log_level = "info"                             # optional; RUST_LOG overrides it
+//! metrics_listen = "127.0.0.1:9100"              # optional: GET /metrics over TCP
+//!                                                # (loopback addresses only)
 //! [memory]
 //! buffers = 16384                                # packet buffers in the mempool
 //! hugepages = true                               # false: ordinary locked pages
@@ -141,6 +143,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Log filter from the config (`RUST_LOG` overrides it).
     pub log_level: Option<String>,
+    /// Loopback address on which `GET /metrics` is also served over TCP.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Packet memory.
     pub memory: MemoryConfig,
     /// Worker threads.
@@ -236,6 +240,7 @@ pub struct XconnectConfig {
 struct RawConfig {
     control_socket: Option<PathBuf>,
     log_level: Option<String>,
+    metrics_listen: Option<String>,
     memory: Option<RawMemory>,
     workers: RawWorkers,
     #[serde(default)]
@@ -424,6 +429,8 @@ impl Validator<'_> {
             }
         }
 
+        let metrics_listen =
+            raw.metrics_listen.as_deref().map(|a| self.metrics_listen(a)).transpose()?;
         let memory = self.memory(raw.memory)?;
         let workers = self.workers(raw.workers)?;
         let limits = match raw.limits.and_then(|l| l.max_ports) {
@@ -535,6 +542,7 @@ impl Validator<'_> {
         Ok(Config {
             control_socket,
             log_level: raw.log_level,
+            metrics_listen,
             memory,
             workers,
             ports,
@@ -542,6 +550,29 @@ impl Validator<'_> {
             bridges,
             limits,
         })
+    }
+
+    /// `metrics_listen`: an IP:port on loopback (metrics are not for the network).
+    fn metrics_listen(&self, text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+        let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+            self.err(
+                "metrics_listen",
+                format!("{text:?} is not an IP:port address (e.g. \"127.0.0.1:9100\")"),
+            )
+        })?;
+        if !addr.ip().is_loopback() {
+            return Err(self.err(
+                "metrics_listen",
+                format!(
+                    "{addr} is not a loopback address: metrics are served on 127.0.0.0/8 or \
+                     [::1] only (scrape through a local agent or a port-forward)"
+                ),
+            ));
+        }
+        if addr.port() == 0 {
+            return Err(self.err("metrics_listen", format!("{addr}: give a port number, not 0")));
+        }
+        Ok(addr)
     }
 
     /// Takes `vlan` / `trunk` out of a port's table (they belong to any port type).

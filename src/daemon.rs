@@ -9,6 +9,7 @@ use std::time::Duration;
 use podwire_driver::{DriverError, Mempool, MempoolConfig};
 
 use crate::config::{Config, PortKind};
+use crate::control::metrics_listener::{MetricsListenError, MetricsListener};
 use crate::control::{ControlServer, ControlState, ServerError};
 use crate::engine::{Engine, EngineError};
 use crate::ports::{build_ports, PortBuildError};
@@ -41,6 +42,9 @@ pub enum DaemonError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] ServerError),
+    /// The metrics TCP port could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsListenError),
     /// The engine could not start.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -147,6 +151,14 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
         config_path.map(Path::to_owned),
     )));
     let state = ControlState::new(switch.clone());
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let m = MetricsListener::start(addr, state.clone())?;
+            tracing::info!(address = %m.addr(), "metrics served at http://{}/metrics", m.addr());
+            Some(m)
+        }
+        None => None,
+    };
     let server = control.serve_state(state.clone())?;
     tracing::info!(socket = %config.control_socket.display(), "podwire running; control socket ready");
 
@@ -179,8 +191,11 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
         sw.refresh_idle();
     }
 
-    // The server goes first: no request may find the switch half stopped.
+    // The servers go first: no request may find the switch half stopped.
     server.stop();
+    if let Some(m) = metrics {
+        m.stop();
+    }
     drop(state);
     let switch = match Arc::try_unwrap(switch) {
         Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),

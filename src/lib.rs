@@ -8,6 +8,7 @@
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP, collected synchronously.
 //! - [`switch`]: the running switch: runtime ports, bridges, cross-connects, reload.
 //! - [`daemon`]: `podwire run`, tying the above together.
+//! - [`demo`]: `podwire demo`, namespaces and a DPDK pod on a bridge, end to end.
 //! - [`doctor`]: `podwire doctor`, the host readiness checks.
 //! - [`echo`]: `podwire pci echo`, an ARP/ping responder on a VFIO port.
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@ pub mod bridge;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod demo;
 pub mod doctor;
 pub mod echo;
 pub mod engine;

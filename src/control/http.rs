@@ -213,10 +213,22 @@ pub fn write_response(
     body: &str,
     allow: Option<&str>,
 ) -> std::io::Result<()> {
+    write_typed(w, status, "application/json", body, allow)
+}
+
+/// Writes a complete response with a body of type `content_type` (none for 204) and
+/// an `Allow` header when `allow` is given, and closes the exchange.
+pub fn write_typed(
+    w: &mut impl Write,
+    status: u16,
+    content_type: &str,
+    body: &str,
+    allow: Option<&str>,
+) -> std::io::Result<()> {
     let allow = allow.map(|a| format!("Allow: {a}\r\n")).unwrap_or_default();
     let body = if status == 204 { "" } else { body };
     let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
          {allow}Connection: close\r\n\r\n",
         reason(status),
         body.len()

@@ -12,6 +12,7 @@
 //! | `POST /bridges/NAME/ports`, `DELETE /bridges/NAME/ports/PORT` | `{"port","vlan"|"trunk"}` → 201; 204 |
 //! | `GET /xconnects`, `POST /xconnects`, `DELETE /xconnects/PORT` | [`XconnectList`]; `{"ports":[a,b]}` → 201; 204 |
 //! | `POST /reload` | [`ReloadReport`] |
+//! | `GET /metrics` | Prometheus text exposition 0.0.4 ([`metrics`]) |
 //! | anything else | 404 / 405 / 400 / 409 / 411 / 413 with `{"error":"...","field":"..."}` |
 //!
 //! `curl --unix-socket /run/podwire/podwire.sock http://x/stats` works; the `podwire`
@@ -21,6 +22,8 @@
 pub mod cli;
 pub mod client;
 pub mod http;
+pub mod metrics;
+pub mod metrics_listener;
 pub mod server;
 
 use serde::{Deserialize, Serialize};

@@ -15,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::http::{self, Request, RequestError};
+use super::metrics;
 use super::{BridgeInfo, ControlStats, MacTableResponse, PortList, XconnectList};
 use crate::switch::{Switch, SwitchError};
 
@@ -53,6 +54,14 @@ impl ControlState {
     /// Request counters.
     pub fn counters(&self) -> &RequestCounters {
         &self.counters
+    }
+
+    /// Counts one answered request with `status`.
+    fn count(&self, status: u16) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if status >= 400 {
+            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -266,6 +275,14 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
     }
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let request = http::read_request(&mut DeadlineReader { stream: &stream, deadline });
+    if let Some(req) = request.as_ref().ok().filter(|r| r.path == metrics::PATH) {
+        let (code, content_type, body) = metrics::respond(&req.method, status);
+        status.count(code);
+        metrics::count_answer(metrics::Listener::Control, code);
+        let allow = (code == 405).then_some("GET");
+        let _ = http::write_typed(&mut &stream, code, content_type, &body, allow);
+        return linger(&stream);
+    }
     let answer = match request {
         Ok(req) => respond(&req, status),
         Err(RequestError::Malformed(why)) => {
@@ -284,9 +301,9 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
         Err(RequestError::Timeout) => Answer::error(408, "request not received in time", None),
         Err(RequestError::Closed) => return,
     };
-    status.counters.requests.fetch_add(1, Ordering::Relaxed);
+    status.count(answer.status);
+    metrics::count_answer(metrics::Listener::Control, answer.status);
     if answer.status >= 400 {
-        status.counters.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(status = answer.status, body = %answer.body, "control request refused");
     }
     let mut w = &stream;

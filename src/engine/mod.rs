@@ -24,12 +24,18 @@
 //! fewest ports; every port of a bridge stays on the bridge's worker (a bridge does
 //! not span workers), so a port joining a bridge moves to that bridge's worker.
 //!
+//! Each worker counts its poll rounds as busy (packets moved) or idle
+//! ([`WorkerPollStats`], [`Engine::worker_polls`]) for `GET /metrics`.
+//!
 //! [`Engine::stop`] sets the stop flag, joins the workers and hands every port back
 //! (dropping an engine does the same and drops the ports).
 
 pub(crate) mod command;
+mod poll_stats;
 mod worker;
 mod xconnect;
+
+pub use poll_stats::WorkerPollStats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -226,6 +232,7 @@ pub struct WorkerAssignment {
 
 struct Worker {
     core: usize,
+    polls: Arc<WorkerPollStats>,
     handle: Option<JoinHandle<Vec<Box<dyn Port>>>>,
     inbox: Arc<Inbox>,
     /// Ports it polls.
@@ -362,11 +369,20 @@ impl Engine {
             let for_worker = inbox.clone();
             let cached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             let gauge = worker::CacheGauge { pool: pool.cloned(), held: cached.clone() };
+            let polls = Arc::new(WorkerPollStats::new(core));
+            let worker_polls = polls.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("podwire-w{core}"))
-                .spawn(move || worker::run(core, pairs, brs, stop, for_worker, gauge, ready))
+                .spawn(move || {
+                    let links = worker::WorkerLinks {
+                        inbox: for_worker,
+                        cache: gauge,
+                        polls: worker_polls,
+                    };
+                    worker::run(core, pairs, brs, stop, links, ready)
+                })
                 .map_err(|source| EngineError::Spawn { core, source })?;
-            engine.workers.push(Worker { core, handle: Some(handle), inbox, ports, cached });
+            engine.workers.push(Worker { core, polls, handle: Some(handle), inbox, ports, cached });
         }
         drop(ready_tx);
         for _ in 0..engine.workers.len() {
@@ -401,6 +417,11 @@ impl Engine {
                     .collect(),
             })
             .collect()
+    }
+
+    /// Every worker's poll-round counters (busy and idle), in worker order.
+    pub fn worker_polls(&self) -> Vec<Arc<WorkerPollStats>> {
+        self.workers.iter().map(|w| w.polls.clone()).collect()
     }
 
     /// The bridges, in the order they were created.

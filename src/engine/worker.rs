@@ -9,6 +9,7 @@ use std::sync::Arc;
 use podwire_driver::{Mempool, PacketBuf, Port, BURST_SIZE};
 
 use super::command::{Command, Inbox, Reply};
+use super::poll_stats::{PollTally, WorkerPollStats};
 use super::xconnect::XconnectPair;
 use crate::bridge::Bridge;
 
@@ -43,15 +44,16 @@ pub(crate) fn run(
     mut pairs: Vec<XconnectPair>,
     mut bridges: Vec<Bridge>,
     stop: Arc<AtomicBool>,
-    inbox: Arc<Inbox>,
-    cache: CacheGauge,
+    links: WorkerLinks,
     ready: mpsc::Sender<(usize, std::io::Result<()>)>,
 ) -> Vec<Box<dyn Port>> {
+    let WorkerLinks { inbox, cache, polls } = links;
     let pinned = pin_to_core(core);
     let ok = pinned.is_ok();
     let _ = ready.send((core, pinned));
     if ok {
-        poll_loop(&mut pairs, &mut bridges, &stop, &inbox, &cache);
+        let mut tally = PollTally::new(&polls);
+        poll_loop(&mut pairs, &mut bridges, &stop, &inbox, &cache, &mut tally);
     }
     if let Some(pool) = &cache.pool {
         pool.release_thread_cache();
@@ -66,6 +68,14 @@ pub(crate) fn run(
     let mut ports: Vec<Box<dyn Port>> = pairs.into_iter().flat_map(|p| p.ports).collect();
     ports.extend(bridges.into_iter().flat_map(Bridge::into_ports));
     ports
+}
+
+/// What a worker shares with the engine besides its ports: its command inbox, its
+/// mempool cache gauge and its poll counters.
+pub(crate) struct WorkerLinks {
+    pub(crate) inbox: Arc<Inbox>,
+    pub(crate) cache: CacheGauge,
+    pub(crate) polls: Arc<WorkerPollStats>,
 }
 
 /// Where a worker publishes how many buffers of the mempool its thread cache holds
@@ -92,6 +102,7 @@ fn poll_loop(
     stop: &AtomicBool,
     inbox: &Inbox,
     cache: &CacheGauge,
+    tally: &mut PollTally<'_>,
 ) {
     let mut buf: Vec<PacketBuf> = Vec::with_capacity(BURST_SIZE);
     let mut round: u32 = 0;
@@ -112,6 +123,7 @@ fn poll_loop(
             }
         }
         if pairs.is_empty() && bridges.is_empty() {
+            tally.record(false);
             cache.publish();
             std::thread::sleep(IDLE_SLEEP);
             continue;
@@ -123,6 +135,7 @@ fn poll_loop(
         for b in bridges.iter_mut() {
             received += b.poll(&mut buf);
         }
+        tally.record(received != 0);
         round = round.wrapping_add(1);
         if round.is_multiple_of(MAINTAIN_EVERY_ROUNDS) {
             for b in bridges.iter_mut() {

@@ -147,8 +147,9 @@ impl NetSetup {
                 &count.to_string(),
                 "-i",
                 "0.05",
+                // A reply held up by a busy machine still counts; a lost one does not.
                 "-W",
-                "1",
+                "3",
                 "-s",
                 &size.to_string(),
                 "-p",
