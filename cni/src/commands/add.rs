@@ -1,0 +1,205 @@
+//! ADD: IPAM first, then the pod's socket directory, the bridge (created when
+//! missing), the daemon's vhost-user port, the configData and device-info files and
+//! the record. A failure at any step undoes the steps before it, IPAM lease included.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::teardown::{teardown, Leftovers};
+use super::Ctx;
+use crate::config::NetType;
+use crate::error::{CniError, CniResult, DECODE_FAILURE, INVALID_CONFIG, UNKNOWN_CONTAINER};
+use crate::files;
+use crate::ipam::{Ipam, IpamResult};
+use crate::naming::Names;
+use crate::result::AddResult;
+use crate::state::Record;
+
+/// podwire-specific: ADD for an attachment that already exists.
+pub const ALREADY_ATTACHED: u32 = 102;
+
+pub fn add(ctx: &Ctx<'_>) -> CniResult<Value> {
+    let (conf, env) = (ctx.conf, ctx.env);
+    if !Path::new(&env.netns).exists() {
+        return Err(CniError::new(
+            UNKNOWN_CONTAINER,
+            format!("CNI_NETNS {} does not exist: the container is gone", env.netns),
+        ));
+    }
+    let names = Names::new(
+        &conf.shared_dir,
+        env.cid12(),
+        &env.ifname,
+        conf.socketfile.as_deref(),
+        &conf.state_dir,
+    )?;
+    let _lock = ctx.state.lock()?;
+    if ctx.state.load(&conf.name, &env.container_id, &env.ifname)?.is_some() {
+        return Err(CniError::new(
+            ALREADY_ATTACHED,
+            format!(
+                "{}/{} is already attached to {}: DEL it first",
+                env.container_id, env.ifname, conf.name
+            ),
+        ));
+    }
+    ctx.log.info(&format!("ADD {} {} port {}", env.container_id, env.ifname, names.port));
+
+    let mut done = Leftovers {
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+        ..Default::default()
+    };
+    match steps(ctx, &names, &mut done) {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            ctx.log.error(&format!("ADD {}/{} failed, undoing: {e}", env.container_id, env.ifname));
+            if let Err(u) = teardown(ctx, &done) {
+                ctx.log.error(&format!("undoing the failed ADD: {u}"));
+                return Err(e.with_details(format!("and undoing it failed too: {u}")));
+            }
+            Err(e)
+        }
+    }
+}
+
+fn steps(ctx: &Ctx<'_>, names: &Names, done: &mut Leftovers) -> CniResult<Value> {
+    let (conf, env) = (ctx.conf, ctx.env);
+
+    let ipam = match &conf.ipam {
+        Some(_) => {
+            let delegate = Ipam::new(&conf.raw, env)?;
+            done.ipam = true;
+            let r = delegate.add(&env.container_id, &env.ifname)?;
+            ctx.log.debug(&format!("IPAM gave {:?}", r.ips));
+            r
+        }
+        None => IpamResult::default(),
+    };
+
+    if !names.dir.exists() {
+        std::fs::create_dir_all(&names.dir)
+            .map_err(|e| CniError::io(format!("creating {}", names.dir.display()), &e))?;
+    }
+    done.dir = Some(names.dir.clone());
+    if let Some(link) = &names.short_link {
+        make_alias(link, &names.dir)?;
+        done.short_link = Some(link.clone());
+    }
+
+    if let (NetType::Bridge, Some(bridge)) = (conf.net_type, &conf.bridge) {
+        ensure_bridge(ctx, bridge)?;
+    }
+    let mut port = json!({
+        "name": names.port,
+        "type": "vhost-user",
+        "socket": names.daemon_socket.display().to_string(),
+        "mode": conf.host_mode.as_str(),
+        "queues": 1,
+    });
+    if let Some(g) = &conf.group {
+        port["socket_group"] = Value::String(g.clone());
+    }
+    if let Some(b) = &conf.bridge {
+        port["bridge"] = Value::String(b.clone());
+        if let Some(v) = conf.vlan {
+            port["vlan"] = Value::from(v);
+        }
+    }
+    let answer = ctx.control.request("POST", "/ports", Some(&port))?;
+    if answer.status != 201 && answer.status != 200 {
+        let e = answer.refused(&format!("creating port {}", names.port));
+        return Err(if answer.status == 400 { CniError::new(INVALID_CONFIG, e.msg) } else { e });
+    }
+    done.port = Some(names.port.clone());
+    done.socket = Some(names.socket.clone());
+    let mac = answer
+        .body
+        .get("mac")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CniError::new(DECODE_FAILURE, "the daemon's port answer has no \"mac\""))?
+        .to_string();
+
+    let add = AddResult {
+        ifname: env.ifname.clone(),
+        mac: mac.clone(),
+        sandbox: env.netns.clone(),
+        socket_path: names.socket.display().to_string(),
+        ipam,
+    };
+    let socket_file =
+        names.socket.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let data = files::config_data(
+        conf,
+        &env.container_id,
+        &env.ifname,
+        &socket_file,
+        &add.to_json("0.4.0"),
+    );
+    done.files.push(names.config_data.clone());
+    files::write_atomic(&names.config_data, data.to_string().as_bytes(), 0o644)?;
+    let devinfo_path = files::device_info_path(conf, &env.container_id, &env.ifname);
+    let devinfo = files::device_info(conf.container_mode.as_str(), &names.socket);
+    done.files.push(devinfo_path.clone());
+    files::write_atomic(&devinfo_path, devinfo.to_string().as_bytes(), 0o444)?;
+
+    let result = add.to_json(&conf.cni_version);
+    let record = Record {
+        network: conf.name.clone(),
+        container_id: env.container_id.clone(),
+        ifname: env.ifname.clone(),
+        netns: env.netns.clone(),
+        port: names.port.clone(),
+        socket: names.socket.clone(),
+        daemon_socket: names.daemon_socket.clone(),
+        short_link: names.short_link.clone(),
+        dir: names.dir.clone(),
+        config_data: names.config_data.clone(),
+        device_info: Some(devinfo_path),
+        bridge: conf.bridge.clone(),
+        vlan: conf.vlan,
+        mode: conf.host_mode.as_str().to_string(),
+        mac,
+        ipam: conf.ipam.is_some(),
+        result: result.clone(),
+    };
+    done.files.push(ctx.state.record_path(&conf.name, &env.container_id, &env.ifname));
+    ctx.state.save(&record)?;
+    Ok(result)
+}
+
+/// Creates bridge `name` unless it exists (another ADD may create it first: 409 is fine).
+fn ensure_bridge(ctx: &Ctx<'_>, name: &str) -> CniResult<()> {
+    let a = ctx.control.request("GET", &format!("/bridges/{name}"), None)?;
+    if a.status == 200 {
+        return Ok(());
+    }
+    if a.status != 404 {
+        return Err(a.refused(&format!("looking up bridge {name}")));
+    }
+    let a = ctx.control.request("POST", "/bridges", Some(&json!({"name": name})))?;
+    match a.status {
+        200 | 201 | 409 => {
+            ctx.log.info(&format!("created bridge {name}"));
+            Ok(())
+        }
+        _ => Err(a.refused(&format!("creating bridge {name}"))),
+    }
+}
+
+/// Points the short alias `link` at `dir` (replacing a stale alias).
+fn make_alias(link: &Path, dir: &Path) -> CniResult<()> {
+    if let Ok(target) = std::fs::read_link(link) {
+        if target == dir {
+            return Ok(());
+        }
+        files::remove_file(link)?;
+    }
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| CniError::io(format!("creating {}", parent.display()), &e))?;
+    }
+    std::os::unix::fs::symlink(dir, link)
+        .map_err(|e| CniError::io(format!("linking {}", link.display()), &e))
+}
