@@ -16,6 +16,7 @@ pub mod env;
 pub mod error;
 pub mod files;
 pub mod ipam;
+pub mod kube;
 pub mod log;
 pub mod naming;
 pub mod result;

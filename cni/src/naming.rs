@@ -48,8 +48,20 @@ impl Names {
         socketfile: Option<&str>,
         state_dir: &Path,
     ) -> CniResult<Names> {
+        Self::in_dir(&shared_dir.join(cid12), cid12, ifname, socketfile, state_dir)
+    }
+
+    /// The same names with the socket directly in `dir` (the pod's own
+    /// `shared-dir` volume, when a kubeconfig is given).
+    pub fn in_dir(
+        dir: &Path,
+        cid12: &str,
+        ifname: &str,
+        socketfile: Option<&str>,
+        state_dir: &Path,
+    ) -> CniResult<Names> {
         let port = format!("{cid12}-{ifname}");
-        let dir = shared_dir.join(cid12);
+        let dir = dir.to_path_buf();
         let file = socketfile.map(str::to_string).unwrap_or_else(|| port.clone());
         let socket = dir.join(&file);
         let config_data = dir.join(format!("configData-{cid12}-{ifname}.json"));

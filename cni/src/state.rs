@@ -54,6 +54,18 @@ pub struct Record {
     pub ipam: bool,
     /// The ADD result as returned.
     pub result: Value,
+    /// The pod whose annotations ADD wrote (kubeconfig given).
+    #[serde(default)]
+    pub kube: Option<PodRef>,
+}
+
+/// A pod by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRef {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
 }
 
 /// The state directory.
@@ -210,6 +222,7 @@ mod tests {
             mac: "02:00:00:00:00:01".into(),
             ipam: true,
             result: Value::Null,
+            kube: None,
         }
     }
 

@@ -9,12 +9,15 @@ use serde_json::{json, Value};
 use super::teardown::{teardown, Leftovers};
 use super::Ctx;
 use crate::config::NetType;
-use crate::error::{CniError, CniResult, DECODE_FAILURE, INVALID_CONFIG, UNKNOWN_CONTAINER};
+use crate::error::{
+    CniError, CniResult, DECODE_FAILURE, INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER,
+};
 use crate::files;
 use crate::ipam::{Ipam, IpamResult};
+use crate::kube::{self, KubeClient, SharedDir};
 use crate::naming::Names;
 use crate::result::AddResult;
-use crate::state::Record;
+use crate::state::{PodRef, Record};
 
 /// podwire-specific: ADD for an attachment that already exists.
 pub const ALREADY_ATTACHED: u32 = 102;
@@ -27,14 +30,27 @@ pub fn add(ctx: &Ctx<'_>) -> CniResult<Value> {
             format!("CNI_NETNS {} does not exist: the container is gone", env.netns),
         ));
     }
-    let names = Names::new(
-        &conf.shared_dir,
-        env.cid12(),
-        &env.ifname,
-        conf.socketfile.as_deref(),
-        &conf.state_dir,
-    )?;
     let _lock = ctx.state.lock()?;
+    let pod = match &conf.kubeconfig {
+        Some(kc) => Some(PodCtx::load(ctx, kc)?),
+        None => None,
+    };
+    let names = match pod.as_ref().and_then(|p| p.shared.as_ref()) {
+        Some(sd) => Names::in_dir(
+            &sd.host,
+            env.cid12(),
+            &env.ifname,
+            conf.socketfile.as_deref(),
+            &conf.state_dir,
+        )?,
+        None => Names::new(
+            &conf.shared_dir,
+            env.cid12(),
+            &env.ifname,
+            conf.socketfile.as_deref(),
+            &conf.state_dir,
+        )?,
+    };
     if ctx.state.load(&conf.name, &env.container_id, &env.ifname)?.is_some() {
         return Err(CniError::new(
             ALREADY_ATTACHED,
@@ -51,7 +67,7 @@ pub fn add(ctx: &Ctx<'_>) -> CniResult<Value> {
         ifname: env.ifname.clone(),
         ..Default::default()
     };
-    match steps(ctx, &names, &mut done) {
+    match steps(ctx, &names, pod.as_ref(), &mut done) {
         Ok(v) => Ok(v),
         Err(e) => {
             ctx.log.error(&format!("ADD {}/{} failed, undoing: {e}", env.container_id, env.ifname));
@@ -64,7 +80,12 @@ pub fn add(ctx: &Ctx<'_>) -> CniResult<Value> {
     }
 }
 
-fn steps(ctx: &Ctx<'_>, names: &Names, done: &mut Leftovers) -> CniResult<Value> {
+fn steps(
+    ctx: &Ctx<'_>,
+    names: &Names,
+    pod: Option<&PodCtx>,
+    done: &mut Leftovers,
+) -> CniResult<Value> {
     let (conf, env) = (ctx.conf, ctx.env);
 
     let ipam = match &conf.ipam {
@@ -144,6 +165,11 @@ fn steps(ctx: &Ctx<'_>, names: &Names, done: &mut Leftovers) -> CniResult<Value>
     done.files.push(devinfo_path.clone());
     files::write_atomic(&devinfo_path, devinfo.to_string().as_bytes(), 0o444)?;
 
+    if let Some(p) = pod {
+        done.kube = Some(p.pod.clone());
+        p.annotate(&env.container_id, &env.ifname, &data)?;
+    }
+
     let result = add.to_json(&conf.cni_version);
     let record = Record {
         network: conf.name.clone(),
@@ -163,6 +189,7 @@ fn steps(ctx: &Ctx<'_>, names: &Names, done: &mut Leftovers) -> CniResult<Value>
         mac,
         ipam: conf.ipam.is_some(),
         result: result.clone(),
+        kube: pod.map(|p| p.pod.clone()),
     };
     done.files.push(ctx.state.record_path(&conf.name, &env.container_id, &env.ifname));
     ctx.state.save(&record)?;
@@ -202,4 +229,59 @@ fn make_alias(link: &Path, dir: &Path) -> CniResult<()> {
     }
     std::os::unix::fs::symlink(dir, link)
         .map_err(|e| CniError::io(format!("linking {}", link.display()), &e))
+}
+
+/// The pod, when a kubeconfig is given.
+struct PodCtx {
+    client: KubeClient,
+    pod: PodRef,
+    /// Its `shared-dir` volume (none: the sockets go under `sharedDir`).
+    shared: Option<SharedDir>,
+    /// The configuration-data annotation as read.
+    current: Option<String>,
+}
+
+impl PodCtx {
+    fn load(ctx: &Ctx<'_>, kubeconfig: &Path) -> CniResult<PodCtx> {
+        let env = ctx.env;
+        let need = |k: &str| {
+            env.arg(k).map(str::to_string).ok_or_else(|| {
+                CniError::new(
+                    INVALID_ENV,
+                    format!("CNI_ARGS has no {k}: needed with a kubeconfig (to annotate the pod)"),
+                )
+            })
+        };
+        let pod = PodRef { namespace: need("K8S_POD_NAMESPACE")?, name: need("K8S_POD_NAME")? };
+        let client = KubeClient::load(kubeconfig, ctx.state.dir())?;
+        let p = client.get_pod(&pod.namespace, &pod.name)?.ok_or_else(|| {
+            CniError::new(
+                UNKNOWN_CONTAINER,
+                format!("pod {}/{} does not exist", pod.namespace, pod.name),
+            )
+        })?;
+        let shared = kube::shared_dir_of(&p);
+        if shared.is_none() {
+            ctx.log.warn(&format!(
+                "pod {}/{} has no \"{}\" volume: sockets go under sharedDir",
+                pod.namespace,
+                pod.name,
+                kube::SHARED_DIR_VOLUME
+            ));
+        }
+        let current =
+            p["metadata"]["annotations"][kube::CONFIG_DATA_ANNOTATION].as_str().map(str::to_string);
+        Ok(PodCtx { client, pod, shared, current })
+    }
+
+    /// Adds this interface's configData to the pod's annotation and sets the
+    /// mapped dir.
+    fn annotate(&self, cid: &str, ifname: &str, data: &Value) -> CniResult<()> {
+        let list = kube::merge_config_data(self.current.as_deref(), cid, ifname, Some(data));
+        let mut ann = json!({ kube::CONFIG_DATA_ANNOTATION: list.to_string() });
+        if let Some(sd) = &self.shared {
+            ann[kube::MAPPED_DIR_ANNOTATION] = Value::String(sd.mapped.clone());
+        }
+        self.client.patch_annotations(&self.pod.namespace, &self.pod.name, ann)
+    }
 }

@@ -23,6 +23,7 @@ pub fn leftovers_of(r: &Record) -> Leftovers {
         files,
         dir: Some(r.dir.clone()),
         ipam: r.ipam,
+        kube: r.kube.clone(),
     }
 }
 
@@ -52,6 +53,7 @@ pub fn del(ctx: &Ctx<'_>) -> CniResult<()> {
                 ],
                 dir: Some(names.dir),
                 ipam: true,
+                kube: None,
             }
         }
     };

@@ -9,6 +9,8 @@ use crate::control::ControlError;
 use crate::error::{CniError, CniResult};
 use crate::files;
 use crate::ipam::Ipam;
+use crate::kube::{self, KubeClient};
+use crate::state::PodRef;
 
 /// What there is to undo (from the record, or computed from config and env).
 #[derive(Debug, Clone, Default)]
@@ -29,6 +31,8 @@ pub struct Leftovers {
     pub dir: Option<PathBuf>,
     /// Release the IPAM lease.
     pub ipam: bool,
+    /// Take this attachment out of the pod's annotation.
+    pub kube: Option<PodRef>,
 }
 
 /// Deletes the daemon's port `name`; gone already (404) or a daemon that is not
@@ -60,6 +64,9 @@ pub fn teardown(ctx: &Ctx<'_>, l: &Leftovers) -> CniResult<()> {
     if let Some(port) = &l.port {
         keep(delete_port(ctx, port));
     }
+    if let (Some(pod), Some(kc)) = (&l.kube, &ctx.conf.kubeconfig) {
+        keep(unannotate(ctx, kc, pod, &l.container_id, &l.ifname));
+    }
     if let Some(s) = &l.socket {
         keep(files::remove_file(s));
     }
@@ -82,4 +89,27 @@ pub fn teardown(ctx: &Ctx<'_>, l: &Leftovers) -> CniResult<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Removes this attachment's entry from the pod's configuration-data annotation
+/// (the pod being gone already is fine).
+fn unannotate(
+    ctx: &Ctx<'_>,
+    kubeconfig: &std::path::Path,
+    pod: &PodRef,
+    cid: &str,
+    ifname: &str,
+) -> CniResult<()> {
+    let client = KubeClient::load(kubeconfig, ctx.state.dir())?;
+    let Some(p) = client.get_pod(&pod.namespace, &pod.name)? else { return Ok(()) };
+    let current = p["metadata"]["annotations"][kube::CONFIG_DATA_ANNOTATION].as_str();
+    if current.is_none() {
+        return Ok(());
+    }
+    let list = kube::merge_config_data(current, cid, ifname, None);
+    client.patch_annotations(
+        &pod.namespace,
+        &pod.name,
+        serde_json::json!({ kube::CONFIG_DATA_ANNOTATION: list.to_string() }),
+    )
 }
