@@ -87,6 +87,10 @@ pub const MAX_SOCKET_PATH: usize = 107;
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest MAC age accepted (11.5 days).
 pub const MAX_MAC_AGE_SECS: i64 = 1_000_000;
+/// Most ports unless `[limits] max_ports` says otherwise.
+pub const DEFAULT_MAX_PORTS: usize = 256;
+/// Largest `[limits] max_ports` accepted.
+pub const MAX_MAX_PORTS: usize = 4096;
 /// Largest config file read (a config is a few hundred bytes; this bounds a mistake).
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -140,6 +144,21 @@ pub struct Config {
     pub xconnects: Vec<XconnectConfig>,
     /// L2 bridges, their ports as indices into `ports`.
     pub bridges: Vec<BridgeSpec>,
+    /// Caps on what the control API may create.
+    pub limits: Limits,
+}
+
+/// Caps (`[limits]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most ports in all, from the file and the control API together.
+    pub max_ports: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_ports: DEFAULT_MAX_PORTS }
+    }
 }
 
 /// The mempool shared by every port.
@@ -218,6 +237,13 @@ struct RawConfig {
     xconnect: Vec<RawXconnect>,
     #[serde(default)]
     bridge: Vec<RawBridge>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_ports: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -333,15 +359,45 @@ impl Config {
                 .unwrap_or_default();
             ConfigError::Parse { path: path.to_owned(), location, message: one_line(e.message()) }
         })?;
-        Validator { path }.validate(raw)
+        Validator { path, api: false }.validate(raw)
     }
 }
 
 struct Validator<'a> {
     path: &'a Path,
+    /// Checking one control API request: keys are the request's own field names
+    /// (`socket`), not the file's (`ports[0].socket`).
+    api: bool,
 }
 
 impl Validator<'_> {
+    /// Key of field `k` of port table `i`.
+    fn port_key(&self, i: usize, k: &str) -> String {
+        if self.api {
+            k.to_owned()
+        } else {
+            format!("ports[{i}].{k}")
+        }
+    }
+
+    /// Key for an error about port table `i` as a whole, or its missing field `k`.
+    fn port_table_key(&self, i: usize, k: &str) -> String {
+        if self.api {
+            k.to_owned()
+        } else {
+            format!("ports[{i}]")
+        }
+    }
+
+    /// Key of field `k` of bridge `i`.
+    fn bridge_key(&self, i: usize, k: &str) -> String {
+        if self.api {
+            k.to_owned()
+        } else {
+            format!("bridge[{i}].{k}")
+        }
+    }
+
     fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_owned(),
@@ -363,6 +419,24 @@ impl Validator<'_> {
 
         let memory = self.memory(raw.memory)?;
         let workers = self.workers(raw.workers)?;
+        let limits = match raw.limits.and_then(|l| l.max_ports) {
+            None => Limits::default(),
+            Some(n) if (1..=MAX_MAX_PORTS as i64).contains(&n) => Limits { max_ports: n as usize },
+            Some(n) => {
+                return Err(self
+                    .err("limits.max_ports", format!("{n} is out of range (1..={MAX_MAX_PORTS})")))
+            }
+        };
+        if raw.ports.len() > limits.max_ports {
+            return Err(self.err(
+                "limits.max_ports",
+                format!(
+                    "the file has {} ports, more than max_ports = {}",
+                    raw.ports.len(),
+                    limits.max_ports
+                ),
+            ));
+        }
 
         let mut ports = Vec::with_capacity(raw.ports.len());
         let mut by_name: HashMap<String, usize> = HashMap::new();
@@ -446,7 +520,7 @@ impl Validator<'_> {
                 _ => "vlan",
             };
             return Err(self.err(
-                format!("ports[{i}].{key}"),
+                self.port_key(i, key),
                 format!("port {:?} is in no bridge: only bridge ports have VLANs", ports[i].name),
             ));
         }
@@ -459,6 +533,7 @@ impl Validator<'_> {
             ports,
             xconnects,
             bridges,
+            limits,
         })
     }
 
@@ -474,12 +549,12 @@ impl Validator<'_> {
         match (t.remove("vlan"), t.remove("trunk")) {
             (None, None) => Ok(None),
             (Some(_), Some(_)) => Err(self.err(
-                format!("ports[{i}].trunk"),
+                self.port_key(i, "trunk"),
                 "a port is either an access port (`vlan`) or a trunk (`trunk`), not both",
             )),
-            (Some(v), None) => Ok(Some(VlanMode::Access(id(format!("ports[{i}].vlan"), &v)?))),
+            (Some(v), None) => Ok(Some(VlanMode::Access(id(self.port_key(i, "vlan"), &v)?))),
             (None, Some(v)) => {
-                let key = format!("ports[{i}].trunk");
+                let key = self.port_key(i, "trunk");
                 let Some(list) = v.as_array() else {
                     return Err(self
                         .err(key, format!("must be an array of VLAN ids, not {}", v.type_str())));
@@ -547,29 +622,41 @@ impl Validator<'_> {
                 let mode = port_vlans.get_mut(p).and_then(Option::take).unwrap_or_default();
                 ports.push((p, mode));
             }
-            let mac_age_secs = match b.mac_age_secs {
-                None => DEFAULT_MAC_AGE_SECS,
-                Some(n) if (1..=MAX_MAC_AGE_SECS).contains(&n) => n as u32,
-                Some(n) => {
-                    return Err(self.err(
-                        format!("bridge[{i}].mac_age_secs"),
-                        format!("{n} is out of range (1..={MAX_MAC_AGE_SECS})"),
-                    ))
-                }
-            };
-            let mac_table_size = match b.mac_table_size {
-                None => DEFAULT_MAC_TABLE_SIZE,
-                Some(n) if (1..=MAX_TABLE_SIZE as i64).contains(&n) => n as usize,
-                Some(n) => {
-                    return Err(self.err(
-                        format!("bridge[{i}].mac_table_size"),
-                        format!("{n} is out of range (1..={MAX_TABLE_SIZE})"),
-                    ))
-                }
-            };
+            let (mac_age_secs, mac_table_size) =
+                self.bridge_settings(i, b.mac_age_secs, b.mac_table_size)?;
             out.push(BridgeSpec { name: b.name, ports, mac_age_secs, mac_table_size });
         }
         Ok(out)
+    }
+
+    /// A bridge's MAC age and table size, defaults filled in.
+    fn bridge_settings(
+        &self,
+        i: usize,
+        age: Option<i64>,
+        size: Option<i64>,
+    ) -> Result<(u32, usize), ConfigError> {
+        let mac_age_secs = match age {
+            None => DEFAULT_MAC_AGE_SECS,
+            Some(n) if (1..=MAX_MAC_AGE_SECS).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(self.err(
+                    self.bridge_key(i, "mac_age_secs"),
+                    format!("{n} is out of range (1..={MAX_MAC_AGE_SECS})"),
+                ))
+            }
+        };
+        let mac_table_size = match size {
+            None => DEFAULT_MAC_TABLE_SIZE,
+            Some(n) if (1..=MAX_TABLE_SIZE as i64).contains(&n) => n as usize,
+            Some(n) => {
+                return Err(self.err(
+                    self.bridge_key(i, "mac_table_size"),
+                    format!("{n} is out of range (1..={MAX_TABLE_SIZE})"),
+                ))
+            }
+        };
+        Ok((mac_age_secs, mac_table_size))
     }
 
     fn memory(&self, raw: Option<RawMemory>) -> Result<MemoryConfig, ConfigError> {
@@ -644,20 +731,21 @@ impl Validator<'_> {
             };
             if value.type_str() != want {
                 return Err(self.err(
-                    format!("ports[{i}].{key}"),
+                    self.port_key(i, key),
                     format!("must be {want}, not {}", value.type_str()),
                 ));
             }
         }
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| self.err(format!("ports[{i}] ({name})"), e.message()))
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            let key = if self.api { String::new() } else { format!("ports[{i}] ({name})") };
+            self.err(key, e.message())
+        })
     }
 
     fn port(&self, i: usize, table: toml::Table) -> Result<PortConfig, ConfigError> {
-        let at = |k: &str| format!("ports[{i}].{k}");
+        let at = |k: &str| self.port_key(i, k);
         let name = match table.get("name") {
-            None => return Err(self.err(format!("ports[{i}]"), "missing field `name`")),
+            None => return Err(self.err(self.port_table_key(i, "name"), "missing field `name`")),
             Some(toml::Value::String(s)) => s.clone(),
             Some(v) => {
                 return Err(self.err(at("name"), format!("must be string, not {}", v.type_str())))
@@ -665,7 +753,7 @@ impl Validator<'_> {
         };
         self.name(&at("name"), &name)?;
         let kind = match table.get("type") {
-            None => return Err(self.err(format!("ports[{i}]"), "missing field `type`")),
+            None => return Err(self.err(self.port_table_key(i, "type"), "missing field `type`")),
             Some(toml::Value::String(s)) => s.clone(),
             Some(v) => {
                 return Err(self.err(at("type"), format!("must be string, not {}", v.type_str())))
@@ -758,7 +846,7 @@ impl Validator<'_> {
         name: &str,
         raw: RawVhostUser,
     ) -> Result<VhostUserConfig, ConfigError> {
-        let at = |k: &str| format!("ports[{i}].{k}");
+        let at = |k: &str| self.port_key(i, k);
         self.socket_path(&at("socket"), &raw.socket)?;
         let mode = match raw.mode.as_deref() {
             None | Some("server") => SocketMode::Server,
@@ -790,7 +878,7 @@ impl Validator<'_> {
     }
 
     fn vfio(&self, i: usize, name: &str, raw: RawVfio) -> Result<VfioPortConfig, ConfigError> {
-        let at = |k: &str| format!("ports[{i}].{k}");
+        let at = |k: &str| self.port_key(i, k);
         let pci: PciAddress = raw
             .pci
             .parse()
@@ -810,7 +898,7 @@ impl Validator<'_> {
     }
 
     fn af_xdp(&self, i: usize, raw: RawAfXdp) -> Result<AfXdpPortConfig, ConfigError> {
-        let at = |k: &str| format!("ports[{i}].{k}");
+        let at = |k: &str| self.port_key(i, k);
         let ifname = &raw.interface;
         if ifname.is_empty()
             || ifname.len() >= libc::IF_NAMESIZE
@@ -909,6 +997,127 @@ impl Validator<'_> {
             )),
         }
     }
+}
+
+// ---- control API requests, checked by the same code as the file ----
+
+/// A control API request that is wrong: one sentence, and the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The request field at fault, when one is.
+    pub field: Option<String>,
+    /// One sentence, starting with the field.
+    pub message: String,
+}
+
+impl FieldError {
+    /// An error about `field`.
+    pub fn new(field: &str, reason: impl std::fmt::Display) -> Self {
+        Self { field: Some(field.to_owned()), message: format!("{field}: {reason}") }
+    }
+
+    fn from_config(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid { key, reason, .. } if key.is_empty() => {
+                // A decoding message names the field in backquotes: "unknown field `x`".
+                let field = reason.split('`').nth(1).map(str::to_owned);
+                let message = match &field {
+                    Some(f) => format!("{f}: {reason}"),
+                    None => reason,
+                };
+                Self { field, message }
+            }
+            ConfigError::Invalid { key, reason, .. } => {
+                Self { message: format!("{key}: {reason}"), field: Some(key) }
+            }
+            other => Self { field: None, message: other.to_string() },
+        }
+    }
+}
+
+/// A JSON value as the TOML value the config code checks (`key` names it in errors):
+/// JSON has no integer/float distinction beyond the literal, no null in TOML.
+pub fn json_to_toml(key: &str, v: &serde_json::Value) -> Result<toml::Value, FieldError> {
+    use serde_json::Value as J;
+    Ok(match v {
+        J::Null => return Err(FieldError::new(key, "must not be null (leave the field out)")),
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => toml::Value::Integer(i),
+            (None, _) if n.is_u64() => {
+                return Err(FieldError::new(key, format!("{n} is too large")))
+            }
+            (None, Some(f)) => toml::Value::Float(f),
+            (None, None) => return Err(FieldError::new(key, format!("{n} is not a number"))),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(a) => toml::Value::Array(
+            a.iter()
+                .enumerate()
+                .map(|(i, e)| json_to_toml(&format!("{key}[{i}]"), e))
+                .collect::<Result<_, _>>()?,
+        ),
+        J::Object(o) => {
+            let mut t = toml::Table::new();
+            for (k, e) in o {
+                t.insert(k.clone(), json_to_toml(k, e)?);
+            }
+            toml::Value::Table(t)
+        }
+    })
+}
+
+fn api_validator() -> Validator<'static> {
+    Validator { path: Path::new("request"), api: true }
+}
+
+/// A port as `POST /ports` gives it (a `[[ports]]` table in JSON, without the API's
+/// own keys such as `bridge`), checked by the config file's code: the port and its
+/// `vlan`/`trunk`.
+pub fn port_from_json(
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(PortConfig, Option<VlanMode>), FieldError> {
+    let mut table = toml::Table::new();
+    for (k, v) in obj {
+        table.insert(k.clone(), json_to_toml(k, v)?);
+    }
+    let v = api_validator();
+    let vlan = v.port_vlan(0, &mut table).map_err(FieldError::from_config)?;
+    let port = v.port(0, table).map_err(FieldError::from_config)?;
+    Ok((port, vlan))
+}
+
+/// The `vlan` or `trunk` of a port joining a bridge (VLAN 1 access when neither).
+pub fn vlan_from_json(
+    vlan: Option<&serde_json::Value>,
+    trunk: Option<&serde_json::Value>,
+) -> Result<VlanMode, FieldError> {
+    let mut table = toml::Table::new();
+    for (k, v) in [("vlan", vlan), ("trunk", trunk)] {
+        if let Some(v) = v {
+            table.insert(k.into(), json_to_toml(k, v)?);
+        }
+    }
+    let mode = api_validator().port_vlan(0, &mut table).map_err(FieldError::from_config)?;
+    Ok(mode.unwrap_or_default())
+}
+
+/// A bridge as `POST /bridges` gives it, without ports.
+pub fn bridge_from_request(
+    name: &str,
+    mac_age_secs: Option<i64>,
+    mac_table_size: Option<i64>,
+) -> Result<BridgeSpec, FieldError> {
+    let v = api_validator();
+    v.name("name", name).map_err(FieldError::from_config)?;
+    let (mac_age_secs, mac_table_size) =
+        v.bridge_settings(0, mac_age_secs, mac_table_size).map_err(FieldError::from_config)?;
+    Ok(BridgeSpec { name: name.to_owned(), ports: Vec::new(), mac_age_secs, mac_table_size })
+}
+
+/// Whether `name` is a valid port or bridge name (`None`) or why not.
+pub fn name_problem(name: &str) -> Option<String> {
+    api_validator().name("name", name).err().map(|e| FieldError::from_config(e).message)
 }
 
 /// Bits in a `cpu_set_t`.

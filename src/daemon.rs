@@ -1,6 +1,9 @@
 //! `podwire run`: builds what the config describes, forwards until SIGINT or SIGTERM,
-//! then takes everything down in order.
+//! then takes everything down in order. SIGHUP reloads the config file (see
+//! [`crate::switch::reload`]); the control API changes the switch meanwhile.
 
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use podwire_driver::{DriverError, Mempool, MempoolConfig};
@@ -10,6 +13,7 @@ use crate::control::{ControlServer, ControlState, ServerError};
 use crate::engine::{Engine, EngineError};
 use crate::ports::{build_ports, PortBuildError};
 use crate::signals::{signal_name, ShutdownSignals};
+use crate::switch::Switch;
 
 /// How often the main thread looks at signals and worker health.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
@@ -18,7 +22,7 @@ const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     /// Signals could not be set up.
-    #[error("cannot block SIGINT/SIGTERM: {0}")]
+    #[error("cannot block SIGINT/SIGTERM/SIGHUP: {0}")]
     Signals(#[source] std::io::Error),
     /// The packet memory could not be allocated.
     #[error("packet memory ({buffers} buffers): {source}{hint}")]
@@ -46,8 +50,9 @@ pub enum DaemonError {
 }
 
 /// Runs the daemon until SIGINT or SIGTERM. Call it from the main thread before any
-/// other thread is started (so that the signal mask is inherited).
-pub fn run(config: &Config) -> Result<(), DaemonError> {
+/// other thread is started (so that the signal mask is inherited). `config_path` is
+/// the file SIGHUP and `POST /reload` read again.
+pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonError> {
     let signals = ShutdownSignals::block().map_err(DaemonError::Signals)?;
     // First, so that a second daemon with the same config stops here, before it
     // touches the first one's port sockets.
@@ -127,26 +132,42 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             tracing::info!(core = w.core, bridge = %b, "worker on core {}: bridge {b}", w.core);
         }
     }
-    for c in &config.workers.cores {
-        if !engine.assignments().iter().any(|w| w.core == *c) {
-            tracing::info!(core = c, "core {c} has nothing to run; no worker started");
+    for w in engine.assignments() {
+        if w.xconnects.is_empty() && w.bridges.is_empty() {
+            tracing::info!(core = w.core, "worker on core {} idle: waits for ports", w.core);
         }
     }
     for name in engine.idle_ports() {
         tracing::warn!(port = %name, "port is in no cross-connect or bridge: it is not polled");
     }
-    let server =
-        control.serve_state(ControlState { ports: engine.status(), bridges: engine.bridges() })?;
+    let switch = Arc::new(Mutex::new(Switch::new(
+        engine,
+        pool.clone(),
+        config.clone(),
+        config_path.map(Path::to_owned),
+    )));
+    let state = ControlState::new(switch.clone());
+    let server = control.serve_state(state.clone())?;
     tracing::info!(socket = %config.control_socket.display(), "podwire running; control socket ready");
 
     let mut result = Ok(());
     let mut server_down_logged = false;
     loop {
-        if let Some(sig) = signals.wait(SUPERVISE_INTERVAL) {
-            tracing::info!("{} received: shutting down", signal_name(sig));
-            break;
+        match signals.wait(SUPERVISE_INTERVAL) {
+            Some(libc::SIGHUP) => {
+                tracing::info!("SIGHUP received: reloading the config file");
+                if let Err(e) = state.lock().reload_from_file() {
+                    tracing::error!("reload refused: {e}");
+                }
+            }
+            Some(sig) => {
+                tracing::info!("{} received: shutting down", signal_name(sig));
+                break;
+            }
+            None => {}
         }
-        if let Some(core) = engine.failed_worker() {
+        let sw = state.lock();
+        if let Some(core) = sw.engine().failed_worker() {
             tracing::error!(core, "worker thread stopped unexpectedly: shutting down");
             result = Err(DaemonError::WorkerFailed(core));
             break;
@@ -155,13 +176,25 @@ pub fn run(config: &Config) -> Result<(), DaemonError> {
             tracing::error!("control server stopped; forwarding continues without it");
             server_down_logged = true;
         }
-        engine.refresh_idle();
+        sw.refresh_idle();
     }
 
-    let ports = engine.stop();
+    // The server goes first: no request may find the switch half stopped.
+    server.stop();
+    drop(state);
+    let switch = match Arc::try_unwrap(switch) {
+        Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()),
+        Err(still_shared) => {
+            // Cannot happen (the server thread has been joined); the ports then go
+            // when the last holder drops them.
+            tracing::error!("switch still shared at shutdown; ports closed with it");
+            drop(still_shared);
+            return result;
+        }
+    };
+    let ports = switch.stop();
     tracing::info!(ports = ports.len(), "workers stopped and joined; closing ports");
     drop(ports);
-    server.stop();
     tracing::info!(socket = %config.control_socket.display(), "control socket removed");
     drop(pool);
     tracing::info!("podwire stopped");

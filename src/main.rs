@@ -184,7 +184,7 @@ fn run(config_path: &Path) -> ExitCode {
         "podwire {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    match podwire::daemon::run(&config) {
+    match podwire::daemon::run(&config, Some(config_path)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),
     }

@@ -1,20 +1,21 @@
-//! Shutdown signals (SIGINT, SIGTERM) handled synchronously.
+//! Shutdown signals (SIGINT, SIGTERM) and the reload signal (SIGHUP), handled
+//! synchronously.
 //!
-//! [`ShutdownSignals::block`] blocks both signals in the calling thread before any
+//! [`ShutdownSignals::block`] blocks these signals in the calling thread before any
 //! other thread exists, so every thread started later inherits the mask and no
 //! signal handler ever runs: the daemon's main thread collects them with
 //! `sigtimedwait` in its supervision loop. No async-signal-safety questions arise.
 
 use std::time::Duration;
 
-/// SIGINT and SIGTERM, blocked, waiting to be collected.
+/// SIGINT, SIGTERM and SIGHUP, blocked, waiting to be collected.
 pub struct ShutdownSignals {
     set: libc::sigset_t,
 }
 
 impl std::fmt::Debug for ShutdownSignals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ShutdownSignals(SIGINT, SIGTERM)")
+        f.write_str("ShutdownSignals(SIGINT, SIGTERM, SIGHUP)")
     }
 }
 
@@ -23,12 +24,13 @@ pub fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
         _ => "signal",
     }
 }
 
 impl ShutdownSignals {
-    /// Blocks SIGINT and SIGTERM in the calling thread (and so in every thread it
+    /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and so in every thread it
     /// starts afterwards). Call it before starting any thread.
     pub fn block() -> std::io::Result<Self> {
         // SAFETY: an all-zero sigset_t is valid storage; sigemptyset initialises it.
@@ -39,6 +41,7 @@ impl ShutdownSignals {
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGINT);
             libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGHUP);
         }
         // SAFETY: set is initialised; passing null for the old set is allowed.
         let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -48,7 +51,7 @@ impl ShutdownSignals {
         Ok(Self { set })
     }
 
-    /// Waits up to `timeout` for SIGINT or SIGTERM; returns the signal number.
+    /// Waits up to `timeout` for SIGINT, SIGTERM or SIGHUP; returns the signal number.
     pub fn wait(&self, timeout: Duration) -> Option<i32> {
         let ts = libc::timespec {
             tv_sec: timeout.as_secs() as libc::time_t,

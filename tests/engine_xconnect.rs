@@ -351,3 +351,107 @@ fn bad_cross_connects_are_rejected() {
         );
     }
 }
+
+#[test]
+fn runtime_changes_do_not_disturb_a_steady_pair() {
+    use podwire::bridge::{BridgeSpec, VlanMode};
+    use podwire::engine::OpError;
+    const N: u64 = 50_000;
+    const WINDOW: u64 = 256;
+    let pool = pool(16384);
+    let (a, a_ends) = RingPort::new("a", 1, 512, 512);
+    let (b, b_ends) = RingPort::new("b", 1, 512, 512);
+    let (a_counters, b_counters) = (a.counters(), b.counters());
+    let ports: Vec<Box<dyn Port>> = vec![Box::new(a), Box::new(b)];
+    let mut engine =
+        Engine::start_with_bridges(ports, &[[0, 1]], &[], &[worker_core()], Some(&pool))
+            .expect("engine starts");
+    let free_at_start = pool.in_ring();
+
+    // One direction, a -> b, with a window so that nothing is dropped for lack of room.
+    let received = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (pool, ring, received) = (pool.clone(), a_ends[0].inject.clone(), received.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut seq = 0;
+            while seq < N {
+                assert!(start.elapsed() < DEADLINE, "sender stuck at {seq}");
+                if seq - received.load(Ordering::Acquire) >= WINDOW {
+                    std::thread::yield_now();
+                    continue;
+                }
+                let Some(mut p) = pool.alloc() else {
+                    std::thread::yield_now();
+                    continue;
+                };
+                fill(&mut p, 0, seq);
+                if let Err(p) = ring.push(p) {
+                    drop(p);
+                    std::thread::yield_now();
+                    continue;
+                }
+                seq += 1;
+            }
+            pool.release_thread_cache();
+        })
+    };
+    let collector = {
+        let (ring, received) = (b_ends[0].collect.clone(), received.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut next = 0;
+            while next < N {
+                assert!(start.elapsed() < DEADLINE, "only {next} of {N} arrived");
+                match ring.pop() {
+                    Some(p) => {
+                        check(&p, 0, next);
+                        next += 1;
+                        received.store(next, Ordering::Release);
+                    }
+                    None => std::thread::yield_now(),
+                }
+            }
+        })
+    };
+
+    // Meanwhile: 50 ports come and go, through a bridge and cross-connects.
+    let spec = BridgeSpec {
+        name: "br0".into(),
+        ports: Vec::new(),
+        mac_age_secs: 300,
+        mac_table_size: 1024,
+    };
+    engine.create_bridge(&spec).expect("bridge");
+    for round in 0..5 {
+        let names: Vec<String> = (0..10).map(|i| format!("p{round}-{i}")).collect();
+        for n in &names {
+            let port: Box<dyn Port> = Box::new(RingPort::new(n, 1, 64, 64).0);
+            engine.add_port(port).map_err(|(e, _)| e).expect("add port");
+        }
+        for n in &names[..6] {
+            engine.bridge_add_port("br0", n, VlanMode::Access(7)).expect("join");
+        }
+        engine.add_xconnect(&names[6], &names[7]).expect("xconnect");
+        assert!(matches!(engine.add_xconnect(&names[6], &names[8]), Err(OpError::Conflict(_))));
+        assert!(matches!(engine.delete_bridge("br0"), Err(OpError::Conflict(_))));
+        assert_eq!(engine.bridge("br0").unwrap().ports().len(), 6);
+        engine.bridge_remove_port("br0", &names[0]).expect("leave");
+        engine.remove_xconnect(&names[7]).expect("unxconnect");
+        for n in &names {
+            drop(engine.remove_port(n).expect("remove"));
+        }
+        assert!(matches!(engine.remove_port(&names[0]), Err(OpError::NotFound(_))));
+    }
+    engine.delete_bridge("br0").expect("empty bridge deleted");
+    sender.join().expect("sender");
+    collector.join().expect("collector");
+    assert_eq!(engine.status().len(), 2);
+    assert_eq!(engine.xconnects(), vec![["a".to_string(), "b".to_string()]]);
+    let ports = engine.stop();
+    assert_eq!(ports.len(), 2);
+    drop(ports);
+    let (ta, tb) = (a_counters.total(), b_counters.total());
+    assert_eq!((ta.rx_packets, tb.tx_packets, tb.tx_drops), (N, N, 0));
+    assert_eq!(pool.in_ring(), free_at_start, "every buffer is back in the pool");
+}

@@ -114,13 +114,17 @@ pub struct MacReport {
 struct Snapshot {
     seq: u64,
     entries: Vec<MacEntry>,
+    /// Member names by bridge-local index when the copy was made.
+    names: Vec<String>,
 }
 
 /// What other threads may know about a bridge while a worker runs it.
 #[derive(Debug)]
 pub struct BridgeShared {
     name: String,
-    ports: Vec<(String, VlanMode)>,
+    /// Kept by the thread that changes the bridge's membership (the engine's owner);
+    /// never touched by the worker.
+    ports: Mutex<Vec<(String, VlanMode)>>,
     mac_age_secs: u32,
     mac_table_size: usize,
     counters: BridgeCounters,
@@ -134,9 +138,18 @@ impl BridgeShared {
         &self.name
     }
 
-    /// Member port names and VLAN modes, in config order.
-    pub fn ports(&self) -> &[(String, VlanMode)] {
-        &self.ports
+    /// Member port names and VLAN modes, in the order they joined.
+    pub fn ports(&self) -> Vec<(String, VlanMode)> {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records that `name` joined (with `mode`) or, with `None`, left.
+    pub(crate) fn set_member(&self, name: &str, mode: Option<VlanMode>) {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        ports.retain(|(n, _)| n != name);
+        if let Some(mode) = mode {
+            ports.push((name.to_owned(), mode));
+        }
     }
 
     /// The MAC age.
@@ -169,10 +182,10 @@ impl BridgeShared {
                             .map(|e| MacReport {
                                 mac: podwire_driver::MacAddr(vlan::mac_bytes(e.mac)).to_string(),
                                 vlan: e.vlan,
-                                port: self
-                                    .ports
+                                port: snap
+                                    .names
                                     .get(e.port as usize)
-                                    .map_or_else(|| "?".to_owned(), |p| p.0.clone()),
+                                    .map_or_else(|| "?".to_owned(), Clone::clone),
                                 age_secs: f64::from(e.age_ms) / 1000.0,
                             })
                             .collect(),
@@ -200,6 +213,27 @@ struct Member {
 }
 
 impl Member {
+    fn new(port: Box<dyn Port>, status: Arc<PortStatus>, mode: &VlanMode) -> Self {
+        let mut trunk = Box::new([0u64; 64]);
+        let access = match mode {
+            VlanMode::Access(v) => *v,
+            VlanMode::Trunk(ids) => {
+                for &id in ids {
+                    trunk[(id as usize >> 6) & 63] |= 1 << (id & 63);
+                }
+                0
+            }
+        };
+        Member {
+            queues: port.info().queues.max(1),
+            counters: port.counters(),
+            port,
+            status,
+            access,
+            trunk,
+        }
+    }
+
     #[inline]
     fn carries(&self, vid: u16) -> bool {
         if self.access != 0 {
@@ -236,34 +270,17 @@ impl Bridge {
         let members: Vec<Member> = ports
             .into_iter()
             .zip(&spec.ports)
-            .map(|((port, status), (_, mode))| {
-                let mut trunk = Box::new([0u64; 64]);
-                let access = match mode {
-                    VlanMode::Access(v) => *v,
-                    VlanMode::Trunk(ids) => {
-                        for &id in ids {
-                            trunk[(id as usize >> 6) & 63] |= 1 << (id & 63);
-                        }
-                        0
-                    }
-                };
-                Member {
-                    queues: port.info().queues.max(1),
-                    counters: port.counters(),
-                    port,
-                    status,
-                    access,
-                    trunk,
-                }
-            })
+            .map(|((port, status), (_, mode))| Member::new(port, status, mode))
             .collect();
         let shared = Arc::new(BridgeShared {
             name: spec.name.clone(),
-            ports: members
-                .iter()
-                .zip(&spec.ports)
-                .map(|(m, (_, mode))| (m.status.name().to_owned(), mode.clone()))
-                .collect(),
+            ports: Mutex::new(
+                members
+                    .iter()
+                    .zip(&spec.ports)
+                    .map(|(m, (_, mode))| (m.status.name().to_owned(), mode.clone()))
+                    .collect(),
+            ),
             mac_age_secs: spec.mac_age_secs,
             mac_table_size: spec.mac_table_size,
             counters: BridgeCounters::default(),
@@ -298,6 +315,41 @@ impl Bridge {
         self.members.into_iter().map(|m| m.port).collect()
     }
 
+    /// Number of member ports.
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    /// A port joins (called by the worker between two polls; allocates its transmit
+    /// vector, which is not on the per-packet path).
+    pub(crate) fn add_member(
+        &mut self,
+        port: Box<dyn Port>,
+        status: Arc<PortStatus>,
+        mode: &VlanMode,
+    ) {
+        self.members.push(Member::new(port, status, mode));
+        self.out.push(Vec::with_capacity(BURST_SIZE));
+    }
+
+    /// Member `name` leaves: its MAC entries are flushed and the port is handed back.
+    /// Between two polls its transmit vector is empty (every burst is flushed), so no
+    /// packet is in flight inside the bridge. The last member takes its index.
+    pub(crate) fn remove_member(&mut self, name: &str) -> Option<Box<dyn Port>> {
+        let i = self.members.iter().position(|m| m.status.name() == name)?;
+        let last = self.members.len() - 1;
+        let flushed = self.table.flush_port(i as u16);
+        if i != last {
+            self.table.renumber_port(last as u16, i as u16);
+        }
+        let out = self.out.swap_remove(i);
+        debug_assert!(out.is_empty());
+        drop(out);
+        self.shared.counters.entries.store(self.table.len() as u64, Ordering::Relaxed);
+        tracing::debug!(bridge = %self.shared.name, port = name, flushed, "port left the bridge");
+        Some(self.members.swap_remove(i).port)
+    }
+
     /// Publishes link state and MAC of every member.
     pub(crate) fn publish_status(&self) {
         for m in &self.members {
@@ -320,6 +372,7 @@ impl Bridge {
             let entries = self.table.entries(self.now_ms);
             if let Ok(mut snap) = self.shared.snapshot.try_lock() {
                 snap.entries = entries;
+                snap.names = self.members.iter().map(|m| m.status.name().to_owned()).collect();
                 snap.seq = want;
                 self.answered = want;
             }

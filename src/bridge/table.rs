@@ -221,6 +221,14 @@ impl MacTable {
         removed
     }
 
+    /// Moves every entry of bridge-local port `from` to port `to` (a member left and
+    /// the last member took its index). Not per packet: called on a topology change.
+    pub fn renumber_port(&mut self, from: u16, to: u16) {
+        for s in self.slots.iter_mut().filter(|s| s.key != 0 && s.port == from) {
+            s.port = to;
+        }
+    }
+
     /// The live (not expired) entries, sorted by VLAN and MAC.
     pub fn entries(&self, now: u32) -> Vec<MacEntry> {
         let mut v: Vec<MacEntry> = self

@@ -1,4 +1,5 @@
-//! Just enough HTTP/1.1 for the control API: one request per connection, no body,
+//! Just enough HTTP/1.1 for the control API: one request per connection, a body only
+//! with `Content-Length` (at most [`MAX_BODY_BYTES`]; no chunked encoding),
 //! `Connection: close`. Requests are untrusted: bounded, and every malformed input
 //! is an error value, never a panic.
 
@@ -6,6 +7,8 @@ use std::io::{Read, Write};
 
 /// Largest request head (request line plus headers) accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// A parsed request line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +17,13 @@ pub struct Request {
     pub method: String,
     /// The path without query string, e.g. `/stats`.
     pub path: String,
+    /// The `Content-Length` header, if any.
+    pub content_length: Option<usize>,
+    /// Whether the client sent `Transfer-Encoding` (not supported: such a request
+    /// is answered 411).
+    pub chunked: bool,
+    /// The body (`content_length` bytes; empty without one).
+    pub body: Vec<u8>,
 }
 
 /// Why a request could not be read.
@@ -23,6 +33,8 @@ pub enum RequestError {
     Malformed(&'static str),
     /// The head exceeds [`MAX_REQUEST_BYTES`] (answer 413).
     TooLarge,
+    /// The body announced exceeds [`MAX_BODY_BYTES`] (answer 413).
+    BodyTooLarge(usize),
     /// The client took too long (answer 408).
     Timeout,
     /// The connection closed or failed before a whole head arrived (no answer).
@@ -52,12 +64,44 @@ pub fn read_request(r: &mut impl Read) -> Result<Request, RequestError> {
         let from = head.len().saturating_sub(3);
         head.extend_from_slice(&chunk[..n]);
         if let Some(end) = find_head_end(&head[from..]) {
-            return parse_head(&head[..from + end]);
+            let mut req = parse_head(&head[..from + end])?;
+            let rest = &head[from + end..];
+            if let Some(n) = req.content_length {
+                if n > MAX_BODY_BYTES {
+                    return Err(RequestError::BodyTooLarge(n));
+                }
+                req.body = read_body(r, rest, n)?;
+            }
+            return Ok(req);
         }
         if head.len() > MAX_REQUEST_BYTES {
             return Err(RequestError::TooLarge);
         }
     }
+}
+
+/// Reads a body of `n` bytes, of which `first` arrived with the head.
+fn read_body(r: &mut impl Read, first: &[u8], n: usize) -> Result<Vec<u8>, RequestError> {
+    let mut body = first[..first.len().min(n)].to_vec();
+    let mut chunk = [0u8; 4096];
+    while body.len() < n {
+        let want = (n - body.len()).min(chunk.len());
+        match r.read(&mut chunk[..want]) {
+            Ok(0) => return Err(RequestError::Malformed("body shorter than its Content-Length")),
+            Ok(k) => body.extend_from_slice(&chunk[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(RequestError::Timeout)
+            }
+            Err(_) => return Err(RequestError::Closed),
+        }
+    }
+    Ok(body)
 }
 
 /// Offset just past the blank line ending a head (`\r\n\r\n`, or a bare `\n\n`).
@@ -104,31 +148,73 @@ pub fn parse_head(head: &[u8]) -> Result<Request, RequestError> {
         return Err(RequestError::Malformed("bad request target"));
     };
     let path = path.split(['?', '#']).next().unwrap_or("/");
+    let mut content_length: Option<usize> = None;
+    let mut chunked = false;
     for h in lines.filter(|l| !l.is_empty()) {
-        if !h.contains(':') || h.starts_with([' ', '\t']) {
+        let Some((name, value)) = h.split_once(':') else {
+            return Err(RequestError::Malformed("bad header line"));
+        };
+        if h.starts_with([' ', '\t']) {
             return Err(RequestError::Malformed("bad header line"));
         }
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RequestError::Malformed("Content-Length is not a number"));
+            }
+            // Digits only: a value too large for usize is surely too large.
+            let n = value.parse::<usize>().unwrap_or(usize::MAX);
+            if content_length.is_some_and(|c| c != n) {
+                return Err(RequestError::Malformed("two different Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = true;
+        }
     }
-    Ok(Request { method: method.to_owned(), path: path.to_owned() })
+    Ok(Request {
+        method: method.to_owned(),
+        path: path.to_owned(),
+        content_length,
+        chunked,
+        body: Vec::new(),
+    })
 }
 
 /// The reason phrase of the status codes the control API uses.
 pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
+        204 => "No Content",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
         413 => "Content Too Large",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
 }
 
-/// Writes a complete response with a JSON body and closes the exchange.
+/// Writes a complete response with a JSON body and closes the exchange (a 405 says
+/// `Allow: GET`).
 pub fn write_json(w: &mut impl Write, status: u16, body: &str) -> std::io::Result<()> {
-    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+    write_response(w, status, body, (status == 405).then_some("GET"))
+}
+
+/// Writes a complete response with a JSON body (none for 204) and an `Allow` header
+/// when `allow` is given.
+pub fn write_response(
+    w: &mut impl Write,
+    status: u16,
+    body: &str,
+    allow: Option<&str>,
+) -> std::io::Result<()> {
+    let allow = allow.map(|a| format!("Allow: {a}\r\n")).unwrap_or_default();
+    let body = if status == 204 { "" } else { body };
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
          {allow}Connection: close\r\n\r\n",
@@ -145,6 +231,14 @@ pub fn error_body(message: &str) -> String {
     serde_json::json!({ "error": message }).to_string()
 }
 
+/// A JSON error body naming the request field at fault.
+pub fn error_body_field(message: &str, field: Option<&str>) -> String {
+    match field {
+        Some(f) => serde_json::json!({ "error": message, "field": f }).to_string(),
+        None => error_body(message),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,7 +252,7 @@ mod tests {
         let r =
             parse("GET /stats HTTP/1.1\r\nHost: x\r\nUser-Agent: curl/7.88\r\nAccept: */*\r\n\r\n")
                 .unwrap();
-        assert_eq!(r, Request { method: "GET".into(), path: "/stats".into() });
+        assert_eq!((r.method.as_str(), r.path.as_str(), r.content_length), ("GET", "/stats", None));
         let r = parse("GET http://x/health?pretty HTTP/1.0\n\n").unwrap();
         assert_eq!(r.path, "/health");
     }
@@ -185,6 +279,24 @@ mod tests {
         ));
         let huge = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_REQUEST_BYTES + 10));
         assert_eq!(parse(&huge), Err(RequestError::TooLarge));
+    }
+
+    #[test]
+    fn bodies_are_read_by_content_length_and_bounded() {
+        let r = parse("POST /ports HTTP/1.1\r\nContent-Length: 7\r\n\r\n{\"a\":1}extra").unwrap();
+        assert_eq!(r.body, b"{\"a\":1}");
+        let r = parse("POST /ports HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+        assert!(r.chunked && r.content_length.is_none());
+        for bad in ["-1", "abc", "", "1 2"] {
+            let req = format!("POST /p HTTP/1.1\r\nContent-Length: {bad}\r\n\r\n");
+            assert!(matches!(parse(&req), Err(RequestError::Malformed(_))), "{bad:?}");
+        }
+        let req = "POST /p HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert!(matches!(parse(req), Err(RequestError::BodyTooLarge(_))));
+        let req = format!("POST /p HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY_BYTES + 1);
+        assert!(matches!(parse(&req), Err(RequestError::BodyTooLarge(_))));
+        let short = "POST /p HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc";
+        assert!(matches!(parse(short), Err(RequestError::Malformed(_))));
     }
 
     #[test]

@@ -177,8 +177,115 @@ impl MacTableResponse {
 /// The answer to `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsResponse {
-    /// One entry per port, in config order.
+    /// One entry per port, in config order, then in the order they were added.
     pub ports: Vec<PortStats>,
+    /// Packet buffers (absent in answers of older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mempool: Option<MempoolStats>,
+    /// Control API requests (absent in answers of older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control: Option<ControlStats>,
+}
+
+/// Requests the control socket answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlStats {
+    /// Requests answered (before this one).
+    pub requests: u64,
+    /// Of those, refused with a 4xx or 5xx status.
+    pub rejected: u64,
+}
+
+/// Occupancy of the packet buffer pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MempoolStats {
+    /// Buffers in the pool.
+    pub total: u64,
+    /// Buffers free: in the shared ring or a worker's cache. Packets held by ports
+    /// (rings, in flight) are the difference.
+    pub free: u64,
+}
+
+/// A port as `GET /ports` reports it (docs/control-api.md, `PortView`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortView {
+    /// Port name.
+    pub name: String,
+    /// Port type ("vhost-user", "af-xdp", "vfio").
+    pub kind: String,
+    /// MAC address.
+    pub mac: String,
+    /// "up" or "down".
+    pub link: String,
+    /// Number of queues.
+    pub queues: u16,
+    /// Socket path (vhost-user only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// "server" or "client" (vhost-user only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The bridge the port is in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// Access VLAN (bridge members that are not trunks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Trunk VLANs (bridge members that are trunks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<Vec<u16>>,
+    /// The cross-connected peer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xconnect: Option<String>,
+    /// "config" (from the file) or "api" (created through the control API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Received packets dropped.
+    pub rx_drops: u64,
+    /// Packets to transmit dropped.
+    pub tx_drops: u64,
+    /// Errors.
+    pub errors: u64,
+}
+
+/// The answer to `GET /ports`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortList {
+    /// Every port.
+    pub ports: Vec<PortView>,
+}
+
+/// One cross-connect as `GET /xconnects` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XconnectView {
+    /// The two ports.
+    pub ports: [String; 2],
+}
+
+/// The answer to `GET /xconnects`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XconnectList {
+    /// Every cross-connect.
+    pub xconnects: Vec<XconnectView>,
+}
+
+/// The answer to `POST /reload`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Ports created from the file.
+    pub added: Vec<String>,
+    /// Ports removed because they left the file.
+    pub removed: Vec<String>,
+    /// Ports whose settings, bridge or cross-connect changed in the file.
+    pub changed: Vec<String>,
 }
 
 /// Counters and state of one port, summed over its queues.

@@ -1,31 +1,59 @@
 //! The control socket server: one thread, one request per connection, every
-//! connection bounded in size and time so that no client can wedge it.
+//! connection bounded in size and time so that no client can wedge it. Requests that
+//! change something lock the [`Switch`] for their duration; the workers never take
+//! that lock, so forwarding goes on meanwhile. The routes are in [`respond`]; what
+//! each does is in docs/control-api.md.
 
 use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::http::{self, RequestError};
-use super::{BridgeInfo, MacTableResponse, PortStats, StatsResponse};
-use crate::bridge::BridgeShared;
-use crate::engine::PortStatus;
+use super::http::{self, Request, RequestError};
+use super::{BridgeInfo, ControlStats, MacTableResponse, PortList, XconnectList};
+use crate::switch::{Switch, SwitchError};
 
 /// How long a MAC table request waits for the bridge's worker.
 const MAC_TABLE_WAIT: Duration = Duration::from_secs(2);
 
-/// What the control server reads: every port's status and every bridge's.
-#[derive(Debug, Clone, Default)]
+/// What the control server works on: the running switch, and counters of the
+/// requests it answered.
+#[derive(Debug, Clone)]
 pub struct ControlState {
-    /// Ports, in config order.
-    pub ports: Vec<Arc<PortStatus>>,
-    /// Bridges, in config order.
-    pub bridges: Vec<Arc<BridgeShared>>,
+    switch: Arc<Mutex<Switch>>,
+    counters: Arc<RequestCounters>,
+}
+
+/// Requests answered, and how many of them were refused (status 400 and above).
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Requests answered with a 4xx or 5xx status.
+    pub rejected: AtomicU64,
+}
+
+impl ControlState {
+    /// The state for `switch`, shared with the thread that supervises the daemon.
+    pub fn new(switch: Arc<Mutex<Switch>>) -> Self {
+        Self { switch, counters: Arc::default() }
+    }
+
+    /// Locks the switch (a panic in an earlier holder does not make it unusable:
+    /// every operation leaves it consistent before it can fail).
+    pub fn lock(&self) -> MutexGuard<'_, Switch> {
+        self.switch.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Request counters.
+    pub fn counters(&self) -> &RequestCounters {
+        &self.counters
+    }
 }
 
 /// Permission bits of the control socket.
@@ -110,11 +138,6 @@ impl ControlServer {
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Starts the server thread answering from `status`.
-    pub fn serve(self, status: Vec<Arc<PortStatus>>) -> Result<RunningServer, ServerError> {
-        self.serve_state(ControlState { ports: status, bridges: Vec::new() })
     }
 
     /// Starts the server thread answering from `state`.
@@ -243,23 +266,31 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
     }
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let request = http::read_request(&mut DeadlineReader { stream: &stream, deadline });
-    let (code, body) = match request {
-        Ok(req) => respond(&req.method, &req.path, status),
+    let answer = match request {
+        Ok(req) => respond(&req, status),
         Err(RequestError::Malformed(why)) => {
-            (400, http::error_body(&format!("malformed request: {why}")))
+            Answer::error(400, &format!("malformed request: {why}"), None)
         }
-        Err(RequestError::TooLarge) => (
+        Err(RequestError::TooLarge) => Answer::error(
             413,
-            http::error_body(&format!(
-                "request head larger than {} bytes",
-                http::MAX_REQUEST_BYTES
-            )),
+            &format!("request head larger than {} bytes", http::MAX_REQUEST_BYTES),
+            None,
         ),
-        Err(RequestError::Timeout) => (408, http::error_body("request not received in time")),
+        Err(RequestError::BodyTooLarge(n)) => Answer::error(
+            413,
+            &format!("request body of {n} bytes; at most {} are accepted", http::MAX_BODY_BYTES),
+            None,
+        ),
+        Err(RequestError::Timeout) => Answer::error(408, "request not received in time", None),
         Err(RequestError::Closed) => return,
     };
+    status.counters.requests.fetch_add(1, Ordering::Relaxed);
+    if answer.status >= 400 {
+        status.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(status = answer.status, body = %answer.body, "control request refused");
+    }
     let mut w = &stream;
-    if let Err(e) = http::write_json(&mut w, code, &body) {
+    if let Err(e) = http::write_response(&mut w, answer.status, &answer.body, answer.allow) {
         tracing::debug!("control response not delivered: {e}");
     }
     linger(&stream);
@@ -287,80 +318,310 @@ fn linger(stream: &UnixStream) {
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> (u16, String) {
-    match serde_json::to_string(v) {
-        Ok(body) => (200, body),
-        Err(e) => (500, http::error_body(&format!("cannot encode the answer: {e}"))),
+/// A response: status, JSON body, and the methods a 405 allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body (ignored for 204).
+    pub body: String,
+    /// `Allow` header value (405 only).
+    pub allow: Option<&'static str>,
+}
+
+impl Answer {
+    fn json<T: serde::Serialize>(status: u16, v: &T) -> Self {
+        match serde_json::to_string(v) {
+            Ok(body) => Self { status, body, allow: None },
+            Err(e) => Self::error(500, &format!("cannot encode the answer: {e}"), None),
+        }
+    }
+
+    fn error(status: u16, message: &str, field: Option<&str>) -> Self {
+        Self { status, body: http::error_body_field(message, field), allow: None }
+    }
+
+    fn no_content() -> Self {
+        Self { status: 204, body: String::new(), allow: None }
+    }
+
+    fn from_err(e: SwitchError) -> Self {
+        Self::error(e.status(), &e.message, e.field.as_deref())
     }
 }
 
-/// The answer to a request: status code and JSON body.
-pub fn respond(method: &str, path: &str, state: &ControlState) -> (u16, String) {
+/// The routes: which methods each path takes.
+fn allowed(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        ["stats"] | ["health"] => "GET",
+        ["ports"] | ["bridges"] | ["xconnects"] => "GET, POST",
+        ["ports", _] | ["bridges", _] => "GET, DELETE",
+        ["bridges", _, "macs"] => "GET",
+        ["bridges", _, "ports"] => "POST",
+        ["bridges", _, "ports", _] | ["xconnects", _] => "DELETE",
+        ["reload"] => "POST",
+        _ => return None,
+    })
+}
+
+/// The request body as JSON (a request that needs one).
+fn body_json(req: &Request, empty_ok: bool) -> Result<serde_json::Value, Answer> {
+    if req.chunked || req.content_length.is_none() {
+        return Err(Answer::error(
+            411,
+            "a request with a body needs a Content-Length header (chunked bodies are not \
+             supported)",
+            None,
+        ));
+    }
+    if req.body.iter().all(u8::is_ascii_whitespace) && empty_ok {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&req.body)
+        .map_err(|e| Answer::error(400, &format!("the body is not valid JSON: {e}"), None))
+}
+
+/// The answer to a request.
+pub fn respond(req: &Request, state: &ControlState) -> Answer {
+    let path = &req.path;
+    let method = req.method.as_str();
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
     let segs: Vec<&str> = path.split('/').skip(1).collect();
-    let find_bridge = |name: &str| state.bridges.iter().find(|b| b.name() == name);
-    let known = match segs.as_slice() {
-        ["stats"] | ["health"] | ["bridges"] => true,
-        ["bridges", name] | ["bridges", name, "macs"] => {
-            if find_bridge(name).is_none() {
-                return (404, http::error_body(&format!("no bridge named {name:?}")));
-            }
-            true
-        }
-        _ => false,
+    let Some(allow) = allowed(&segs) else {
+        return Answer::error(404, &format!("no such resource: {path}"), None);
     };
-    if !known {
-        return (404, http::error_body(&format!("no such resource: {path}")));
+    // A named bridge must exist whatever the method.
+    if let ["bridges", name, ..] = segs.as_slice() {
+        if state.lock().bridge(name).is_none() {
+            return Answer::error(404, &format!("no bridge named {name:?}"), None);
+        }
     }
-    if method != "GET" {
-        return (405, http::error_body(&format!("{method} is not allowed on {path}; use GET")));
+    if !allow.split(", ").any(|m| m == method) {
+        return Answer {
+            allow: Some(allow),
+            ..Answer::error(405, &format!("{method} is not allowed on {path}; use {allow}"), None)
+        };
     }
-    match segs.as_slice() {
-        ["health"] => (200, serde_json::json!({ "status": "ok" }).to_string()),
-        ["bridges"] => json(&serde_json::json!({
-            "bridges": state.bridges.iter().map(|b| BridgeInfo::of(b)).collect::<Vec<_>>()
-        })),
-        ["bridges", name] => match find_bridge(name) {
-            Some(b) => json(&BridgeInfo::of(b)),
-            None => (404, http::error_body(&format!("no bridge named {name:?}"))),
+    let body = match method {
+        // `curl -X POST .../reload` sends no body and no Content-Length.
+        "POST" if segs == ["reload"] && req.content_length.is_none() && !req.chunked => {
+            serde_json::Value::Null
+        }
+        "POST" => match body_json(req, segs == ["reload"]) {
+            Ok(b) => b,
+            Err(a) => return a,
         },
-        ["bridges", name, "macs"] => match find_bridge(name) {
-            Some(b) => match b.mac_table(MAC_TABLE_WAIT) {
-                Some(entries) => json(&MacTableResponse::new(b.name(), entries)),
-                None => {
-                    (503, http::error_body(&format!("bridge {name:?}: its worker did not answer")))
-                }
-            },
-            None => (404, http::error_body(&format!("no bridge named {name:?}"))),
+        _ => serde_json::Value::Null,
+    };
+    let done =
+        |r: Result<(), SwitchError>| r.map_or_else(Answer::from_err, |()| Answer::no_content());
+    match (method, segs.as_slice()) {
+        ("GET", ["health"]) => Answer::json(200, &serde_json::json!({ "status": "ok" })),
+        ("GET", ["stats"]) => {
+            let mut stats = state.lock().stats();
+            let c = state.counters();
+            stats.control = Some(ControlStats {
+                requests: c.requests.load(Ordering::Relaxed),
+                rejected: c.rejected.load(Ordering::Relaxed),
+            });
+            Answer::json(200, &stats)
+        }
+        ("GET", ["ports"]) => Answer::json(200, &PortList { ports: state.lock().ports() }),
+        ("GET", ["ports", name]) => match state.lock().port(name) {
+            Some(p) => Answer::json(200, &p),
+            None => Answer::error(404, &format!("no port named {name:?}"), None),
         },
-        _ => json(&StatsResponse { ports: state.ports.iter().map(|s| PortStats::of(s)).collect() }),
+        ("POST", ["ports"]) => {
+            state.lock().add_port(&body).map_or_else(Answer::from_err, |p| Answer::json(201, &p))
+        }
+        ("DELETE", ["ports", name]) => done(state.lock().delete_port(name)),
+        ("GET", ["bridges"]) => {
+            let bridges = state.lock().bridges();
+            Answer::json(
+                200,
+                &serde_json::json!({
+                    "bridges": bridges.iter().map(|b| BridgeInfo::of(b)).collect::<Vec<_>>()
+                }),
+            )
+        }
+        ("POST", ["bridges"]) => state
+            .lock()
+            .add_bridge(&body)
+            .map_or_else(Answer::from_err, |b| Answer::json(201, &BridgeInfo::of(&b))),
+        ("GET", ["bridges", name]) => match state.lock().bridge(name) {
+            Some(b) => Answer::json(200, &BridgeInfo::of(&b)),
+            None => Answer::error(404, &format!("no bridge named {name:?}"), None),
+        },
+        ("DELETE", ["bridges", name]) => done(state.lock().delete_bridge(name)),
+        ("GET", ["bridges", name, "macs"]) => {
+            // Waits for the worker without holding the switch.
+            let bridge = state.lock().bridge(name);
+            match bridge {
+                Some(b) => match b.mac_table(MAC_TABLE_WAIT) {
+                    Some(entries) => Answer::json(200, &MacTableResponse::new(b.name(), entries)),
+                    None => Answer::error(
+                        503,
+                        &format!("bridge {name:?}: its worker did not answer"),
+                        None,
+                    ),
+                },
+                None => Answer::error(404, &format!("no bridge named {name:?}"), None),
+            }
+        }
+        ("POST", ["bridges", name, "ports"]) => {
+            let mut sw = state.lock();
+            match sw.bridge_add_port(name, &body) {
+                Ok(()) => match sw.bridge(name) {
+                    Some(b) => Answer::json(201, &BridgeInfo::of(&b)),
+                    None => Answer::no_content(),
+                },
+                Err(e) => Answer::from_err(e),
+            }
+        }
+        ("DELETE", ["bridges", name, "ports", port]) => {
+            done(state.lock().bridge_remove_port(name, port))
+        }
+        ("GET", ["xconnects"]) => {
+            Answer::json(200, &XconnectList { xconnects: state.lock().xconnects() })
+        }
+        ("POST", ["xconnects"]) => state
+            .lock()
+            .add_xconnect(&body)
+            .map_or_else(Answer::from_err, |x| Answer::json(201, &x)),
+        ("DELETE", ["xconnects", port]) => done(state.lock().delete_xconnect(port)),
+        ("POST", ["reload"]) => {
+            if !body.is_null() && body.as_object().is_none_or(|o| !o.is_empty()) {
+                return Answer::error(400, "POST /reload takes no body (or {})", None);
+            }
+            state.lock().reload_from_file().map_or_else(Answer::from_err, |r| Answer::json(200, &r))
+        }
+        _ => Answer::error(405, &format!("{method} is not allowed on {path}; use {allow}"), None),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::engine::Engine;
+    use podwire_driver::{Mempool, MempoolConfig};
+
+    fn state() -> ControlState {
+        let core = crate::config::allowed_cpus().and_then(|c| c.last().copied()).unwrap_or(0);
+        let text = format!(
+            "control_socket = \"/tmp/pw-unit-{}.sock\"\n[workers]\ncores = [{core}]\n",
+            std::process::id()
+        );
+        let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();
+        let pool =
+            Mempool::small_pages(MempoolConfig { count: 1024, ..Default::default() }).unwrap();
+        let engine =
+            Engine::start_with_bridges(Vec::new(), &[], &[], &[core], Some(&pool)).unwrap();
+        ControlState::new(Arc::new(Mutex::new(Switch::new(engine, pool, config, None))))
+    }
+
+    fn req(method: &str, path: &str, body: Option<&str>) -> Request {
+        Request {
+            method: method.into(),
+            path: path.into(),
+            content_length: body.map(str::len),
+            chunked: false,
+            body: body.unwrap_or("").as_bytes().to_vec(),
+        }
+    }
 
     #[test]
-    fn bridge_paths_are_validated() {
-        let state = ControlState::default();
-        let cases = [
-            ("GET", "/bridges", 200, "{\"bridges\":[]}"),
-            ("GET", "/bridges/", 200, "{\"bridges\":[]}"),
-            ("GET", "/bridges/br0", 404, "no bridge named \\\"br0\\\""),
-            ("GET", "/bridges/br0/macs", 404, "no bridge named"),
-            ("GET", "/bridges/br0/macs/x", 404, "no such resource"),
-            ("GET", "/bridges//macs", 404, "no bridge named \\\"\\\""),
-            ("POST", "/bridges", 405, "POST is not allowed on /bridges"),
-            ("DELETE", "/stats", 405, "use GET"),
-            ("GET", "/nosuch", 404, "no such resource"),
-            ("GET", "/health", 200, "ok"),
+    fn routes_methods_and_bodies_are_validated() {
+        let state = state();
+        let vu = |extra: &str| {
+            format!("{{\"name\":\"p\",\"type\":\"vhost-user\",\"socket\":\"/tmp/x.sock\"{extra}}}")
+        };
+        let cases: Vec<(&str, &str, Option<String>, u16, &str)> = vec![
+            ("GET", "/bridges", None, 200, "{\"bridges\":[]}"),
+            ("GET", "/bridges/", None, 200, "{\"bridges\":[]}"),
+            ("GET", "/bridges/br0", None, 404, "no bridge named \\\"br0\\\""),
+            ("GET", "/bridges/br0/macs", None, 404, "no bridge named"),
+            ("GET", "/bridges/br0/macs/x", None, 404, "no such resource"),
+            ("GET", "/bridges//macs", None, 404, "no bridge named \\\"\\\""),
+            ("PUT", "/bridges", None, 405, "PUT is not allowed on /bridges"),
+            ("DELETE", "/stats", None, 405, "use GET"),
+            ("GET", "/nosuch", None, 404, "no such resource"),
+            ("GET", "/health", None, 200, "ok"),
+            ("POST", "/bridges", None, 411, "Content-Length"),
+            ("POST", "/bridges", Some("{".into()), 400, "not valid JSON"),
+            ("POST", "/bridges", Some("[]".into()), 400, "JSON object"),
+            ("POST", "/bridges", Some("{\"nam\":\"x\"}".into()), 400, "\"field\":\"name\""),
+            ("POST", "/bridges", Some("{\"name\":\"b\",\"x\":1}".into()), 400, "\"field\":\"x\""),
+            ("POST", "/bridges", Some("{\"name\":7}".into()), 400, "must be string"),
+            ("POST", "/bridges", Some("{\"name\":\"b r\"}".into()), 400, "may only contain"),
+            (
+                "POST",
+                "/bridges",
+                Some("{\"name\":\"b\",\"mac_age_secs\":-1}".into()),
+                400,
+                "\"field\":\"mac_age_secs\"",
+            ),
+            ("POST", "/bridges", Some("{\"name\":\"br0\"}".into()), 201, "\"name\":\"br0\""),
+            ("POST", "/bridges", Some("{\"name\":\"br0\"}".into()), 409, "exists"),
+            (
+                "POST",
+                "/bridges/br0/ports",
+                Some("{\"port\":\"p\"}".into()),
+                404,
+                "\"field\":\"port\"",
+            ),
+            (
+                "POST",
+                "/bridges/br0/ports",
+                Some("{\"port\":\"p\",\"vlan\":5000}".into()),
+                400,
+                "\"field\":\"vlan\"",
+            ),
+            ("GET", "/bridges/br0/macs", None, 200, "\"entries\":[]"),
+            ("POST", "/ports", Some("{\"name\":\"p\"}".into()), 400, "missing field `type`"),
+            (
+                "POST",
+                "/ports",
+                Some("{\"name\":\"p\",\"type\":\"vhost-user\"}".into()),
+                400,
+                "socket",
+            ),
+            ("POST", "/ports", Some(vu(",\"queues\":99")), 400, "\"field\":\"queues\""),
+            ("POST", "/ports", Some(vu(",\"queues\":\"1\"")), 400, "must be integer, not string"),
+            ("POST", "/ports", Some(vu(",\"bogus\":1")), 400, "\"field\":\"bogus\""),
+            ("POST", "/ports", Some(vu(",\"vlan\":3")), 400, "\"field\":\"vlan\""),
+            ("POST", "/ports", Some(vu(",\"bridge\":\"nope\"")), 404, "\"field\":\"bridge\""),
+            ("POST", "/ports", Some(vu(",\"mac\":null")), 400, "\"field\":\"mac\""),
+            (
+                "POST",
+                "/ports",
+                Some(vu(",\"queues\":18446744073709551615")),
+                400,
+                "\"field\":\"queues\"",
+            ),
+            ("GET", "/ports/p", None, 404, "no port named"),
+            ("DELETE", "/ports/p", None, 404, "no port named"),
+            ("POST", "/xconnects", Some("{\"ports\":[\"a\"]}".into()), 400, "exactly 2"),
+            ("POST", "/xconnects", Some("{\"ports\":[\"a\",\"b\"]}".into()), 404, "no port named"),
+            ("DELETE", "/xconnects/a", None, 404, "no cross-connect"),
+            ("GET", "/xconnects", None, 200, "{\"xconnects\":[]}"),
+            ("POST", "/reload", None, 400, "not started from a config file"),
+            ("DELETE", "/bridges/br0", None, 204, ""),
+            ("GET", "/bridges", None, 200, "{\"bridges\":[]}"),
         ];
-        for (method, path, code, want) in cases {
-            let (c, body) = respond(method, path, &state);
-            assert_eq!(c, code, "{method} {path}: {body}");
-            assert!(body.contains(want), "{method} {path}: {body:?} lacks {want:?}");
-            assert!(serde_json::from_str::<serde_json::Value>(&body).is_ok(), "{body}");
+        for (method, path, body, code, want) in cases {
+            let a = respond(&req(method, path, body.as_deref()), &state);
+            assert_eq!(a.status, code, "{method} {path} {body:?}: {}", a.body);
+            assert!(a.body.contains(want), "{method} {path}: {:?} lacks {want:?}", a.body);
+            if code != 204 {
+                assert!(serde_json::from_str::<serde_json::Value>(&a.body).is_ok(), "{}", a.body);
+            }
+            if code == 405 {
+                assert!(a.allow.is_some());
+            }
         }
+        let stats = respond(&req("GET", "/stats", None), &state);
+        let v: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+        assert_eq!(v["mempool"]["total"], 1024);
     }
 }

@@ -1,32 +1,51 @@
 //! The forwarding engine: poll-mode worker threads, one pinned per core, each running
-//! the cross-connects assigned to it. This is the library `podwire run` drives.
+//! the cross-connects and bridges assigned to it. This is the library `podwire run`
+//! drives.
 //!
 //! # Threading
-//! [`Engine::start`] moves every cross-connected port onto the worker that owns its
-//! pair (both ports of a pair on the same worker, pairs dealt round-robin over the
-//! cores); [`Engine::start_with_bridges`] does the same with L2 bridges (all ports
-//! of a bridge on one worker, bridges dealt round-robin after the pairs). From then on only that worker calls the port. Other threads see a port
-//! through its [`PortStatus`]: the shared counters, and link state and MAC that the
-//! worker republishes every few hundred microseconds. Ports in no cross-connect stay
-//! with the engine (unpolled) and are refreshed by [`Engine::refresh_idle`] on the
-//! thread that owns the engine.
+//! [`Engine::start`] starts one worker per core and moves every cross-connected port
+//! onto the worker that owns its pair (both ports of a pair on the same worker, pairs
+//! dealt round-robin over the cores); [`Engine::start_with_bridges`] does the same
+//! with L2 bridges (all ports of a bridge on one worker, bridges dealt round-robin
+//! after the pairs). From then on only that worker calls the port. Other threads see
+//! a port through its [`PortStatus`]: the shared counters, and link state and MAC
+//! that the worker republishes every few hundred microseconds. Ports in no
+//! cross-connect or bridge stay with the engine (unpolled, "idle") and are refreshed
+//! by [`Engine::refresh_idle`] on the thread that owns the engine.
+//!
+//! # At runtime
+//! The thread owning the engine changes it while the workers forward: ports are
+//! added ([`Engine::add_port`], idle at first) and removed ([`Engine::remove_port`]),
+//! bridges created and deleted, ports join and leave bridges, cross-connects come and
+//! go. Each change that touches a worker is a [`command`] handed to that worker
+//! through its lock-free inbox and applied between two poll rounds; the engine waits
+//! for the reply. Ports are created and dropped on the calling thread, never on a
+//! worker. Placement: a new cross-connect or bridge goes to the worker with the
+//! fewest ports; every port of a bridge stays on the bridge's worker (a bridge does
+//! not span workers), so a port joining a bridge moves to that bridge's worker.
 //!
 //! [`Engine::stop`] sets the stop flag, joins the workers and hands every port back
 //! (dropping an engine does the same and drops the ports).
 
+pub(crate) mod command;
 mod worker;
 mod xconnect;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use podwire_driver::port::CounterSnapshot;
 use podwire_driver::{MacAddr, Mempool, Port, PortCounters, PortInfo};
 
-use crate::bridge::{Bridge, BridgeShared, BridgeSpec};
+use crate::bridge::{Bridge, BridgeShared, BridgeSpec, VlanMode};
 
+use command::{Command, Inbox, Reply};
 use xconnect::XconnectPair;
+
+/// How long the engine waits for a worker to apply a command.
+const COMMAND_WAIT: Duration = Duration::from_secs(5);
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +80,9 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    /// A runtime change was refused.
+    #[error(transparent)]
+    Op(#[from] OpError),
     /// A worker could not pin itself to its core.
     #[error("cannot pin worker thread to core {core}: {source}")]
     Pin {
@@ -70,6 +92,32 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why a runtime change was refused. Nothing changed when one is returned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The named port, bridge or cross-connect does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with the current state (name taken, port attached, bridge
+    /// not empty).
+    #[error("{0}")]
+    Conflict(String),
+    /// A worker did not take or answer the command in time.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// Where a port is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attachment {
+    /// In no bridge or cross-connect: not polled.
+    Idle,
+    /// A member of this bridge, with its VLAN mode.
+    Bridge(String, VlanMode),
+    /// Cross-connected with this port.
+    Xconnect(String),
 }
 
 /// What other threads may know about a port while a worker owns it.
@@ -173,8 +221,23 @@ pub struct WorkerAssignment {
 }
 
 struct Worker {
-    assignment: WorkerAssignment,
+    core: usize,
     handle: Option<JoinHandle<Vec<Box<dyn Port>>>>,
+    inbox: Arc<Inbox>,
+    /// Ports it polls.
+    ports: usize,
+    /// Buffers its thread cache holds, as it last published.
+    cached: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct XconnectEntry {
+    ports: [String; 2],
+    worker: usize,
+}
+
+struct BridgeEntry {
+    shared: Arc<BridgeShared>,
+    worker: usize,
 }
 
 /// The running forwarding engine.
@@ -183,7 +246,9 @@ pub struct Engine {
     workers: Vec<Worker>,
     idle: Vec<(Box<dyn Port>, Arc<PortStatus>)>,
     status: Vec<Arc<PortStatus>>,
-    bridges: Vec<Arc<BridgeShared>>,
+    bridges: Vec<BridgeEntry>,
+    xconnects: Vec<XconnectEntry>,
+    pool: Option<Mempool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -196,10 +261,10 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts one pinned worker per core that has cross-connects to run (pair `i` goes
-    /// to `cores[i % cores.len()]`); ports in no cross-connect stay idle with the
-    /// engine. `xconnects` holds indices into `ports`. Returns once every worker is
-    /// pinned and polling; on error every port has been dropped.
+    /// Starts one pinned worker per core; cross-connect `i` goes to
+    /// `cores[i % cores.len()]`; ports in no cross-connect stay idle with the engine.
+    /// `xconnects` holds indices into `ports`. Returns once every worker is pinned
+    /// and polling; on error every port has been dropped.
     pub fn start(
         ports: Vec<Box<dyn Port>>,
         xconnects: &[[usize; 2]],
@@ -210,7 +275,8 @@ impl Engine {
 
     /// [`Engine::start`] plus L2 bridges: bridge `k` goes to
     /// `cores[(xconnects.len() + k) % cores.len()]` with all its ports. `pool` is the
-    /// mempool flooded frames are copied into (needed when there are bridges).
+    /// mempool flooded frames are copied into (needed for bridges, also those
+    /// created later).
     pub fn start_with_bridges(
         ports: Vec<Box<dyn Port>>,
         xconnects: &[[usize; 2]],
@@ -227,6 +293,7 @@ impl Engine {
 
         let mut per_core: Vec<Vec<XconnectPair>> = cores.iter().map(|_| Vec::new()).collect();
         let mut bridges_per_core: Vec<Vec<Bridge>> = cores.iter().map(|_| Vec::new()).collect();
+        let mut xc_entries = Vec::new();
         for (index, &[a, b]) in xconnects.iter().enumerate() {
             let bad = |reason: String| EngineError::BadXconnect { index, reason };
             if a == b {
@@ -242,7 +309,12 @@ impl Engine {
             let pa = take(a)?;
             let pb = take(b)?;
             let pair = XconnectPair::new([pa, pb], [status[a].clone(), status[b].clone()]);
-            per_core[index % cores.len()].push(pair);
+            let w = index % cores.len();
+            xc_entries.push(XconnectEntry {
+                ports: [status[a].name.clone(), status[b].name.clone()],
+                worker: w,
+            });
+            per_core[w].push(pair);
         }
         let mut shared = Vec::with_capacity(bridges.len());
         for (k, spec) in bridges.iter().enumerate() {
@@ -260,35 +332,37 @@ impl Engine {
                 members.push((p, status[i].clone()));
             }
             let bridge = Bridge::new(spec, members, pool.clone());
-            shared.push(bridge.shared());
-            bridges_per_core[(xconnects.len() + k) % cores.len()].push(bridge);
+            let w = (xconnects.len() + k) % cores.len();
+            shared.push(BridgeEntry { shared: bridge.shared(), worker: w });
+            bridges_per_core[w].push(bridge);
         }
         let idle: Vec<(Box<dyn Port>, Arc<PortStatus>)> =
             slots.into_iter().zip(&status).filter_map(|(p, s)| p.map(|p| (p, s.clone()))).collect();
 
         let stop = Arc::new(AtomicBool::new(false));
-        let mut engine =
-            Engine { stop: stop.clone(), workers: Vec::new(), idle, status, bridges: shared };
+        let mut engine = Engine {
+            stop: stop.clone(),
+            workers: Vec::new(),
+            idle,
+            status,
+            bridges: shared,
+            xconnects: xc_entries,
+            pool: pool.cloned(),
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         for ((&core, pairs), brs) in cores.iter().zip(per_core).zip(bridges_per_core) {
-            if pairs.is_empty() && brs.is_empty() {
-                continue;
-            }
-            let assignment = WorkerAssignment {
-                core,
-                xconnects: pairs
-                    .iter()
-                    .map(|p| [p.status[0].name.clone(), p.status[1].name.clone()])
-                    .collect(),
-                bridges: brs.iter().map(|b| b.name().to_owned()).collect(),
-            };
+            let ports = 2 * pairs.len() + brs.iter().map(Bridge::len).sum::<usize>();
             let stop = stop.clone();
             let ready = ready_tx.clone();
+            let inbox = Inbox::new();
+            let for_worker = inbox.clone();
+            let cached = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let gauge = worker::CacheGauge { pool: pool.cloned(), held: cached.clone() };
             let handle = std::thread::Builder::new()
                 .name(format!("podwire-w{core}"))
-                .spawn(move || worker::run(core, pairs, brs, stop, ready))
+                .spawn(move || worker::run(core, pairs, brs, stop, for_worker, gauge, ready))
                 .map_err(|source| EngineError::Spawn { core, source })?;
-            engine.workers.push(Worker { assignment, handle: Some(handle) });
+            engine.workers.push(Worker { core, handle: Some(handle), inbox, ports, cached });
         }
         drop(ready_tx);
         for _ in 0..engine.workers.len() {
@@ -304,12 +378,40 @@ impl Engine {
 
     /// Workers and what they run.
     pub fn assignments(&self) -> Vec<WorkerAssignment> {
-        self.workers.iter().map(|w| w.assignment.clone()).collect()
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WorkerAssignment {
+                core: w.core,
+                xconnects: self
+                    .xconnects
+                    .iter()
+                    .filter(|x| x.worker == i)
+                    .map(|x| x.ports.clone())
+                    .collect(),
+                bridges: self
+                    .bridges
+                    .iter()
+                    .filter(|b| b.worker == i)
+                    .map(|b| b.shared.name().to_owned())
+                    .collect(),
+            })
+            .collect()
     }
 
-    /// The bridges, in the order given.
+    /// The bridges, in the order they were created.
     pub fn bridges(&self) -> Vec<Arc<BridgeShared>> {
-        self.bridges.clone()
+        self.bridges.iter().map(|b| b.shared.clone()).collect()
+    }
+
+    /// One bridge.
+    pub fn bridge(&self, name: &str) -> Option<Arc<BridgeShared>> {
+        self.bridges.iter().find(|b| b.shared.name() == name).map(|b| b.shared.clone())
+    }
+
+    /// The cross-connects, by port names, in the order they were made.
+    pub fn xconnects(&self) -> Vec<[String; 2]> {
+        self.xconnects.iter().map(|x| x.ports.clone()).collect()
     }
 
     /// Names of the ports that are in no cross-connect or bridge (not polled).
@@ -317,9 +419,35 @@ impl Engine {
         self.idle.iter().map(|(p, _)| p.name().to_owned()).collect()
     }
 
-    /// Every port's status, in the order the ports were given.
+    /// Every port's status, in the order the ports were given or added.
     pub fn status(&self) -> Vec<Arc<PortStatus>> {
         self.status.clone()
+    }
+
+    /// One port's status.
+    pub fn port_status(&self, name: &str) -> Option<Arc<PortStatus>> {
+        self.status.iter().find(|s| s.name() == name).cloned()
+    }
+
+    /// Where port `name` is; `None` when there is no such port.
+    pub fn attachment(&self, name: &str) -> Option<Attachment> {
+        self.port_status(name)?;
+        if let Some(x) = self.xconnects.iter().find(|x| x.ports.iter().any(|p| p == name)) {
+            let peer = if x.ports[0] == name { &x.ports[1] } else { &x.ports[0] };
+            return Some(Attachment::Xconnect(peer.clone()));
+        }
+        for b in &self.bridges {
+            if let Some((_, mode)) = b.shared.ports().into_iter().find(|(n, _)| n == name) {
+                return Some(Attachment::Bridge(b.shared.name().to_owned(), mode));
+            }
+        }
+        Some(Attachment::Idle)
+    }
+
+    /// Buffers of the engine's mempool held in the workers' thread caches (free, as
+    /// last published by each worker, at most a few milliseconds old).
+    pub fn cached_buffers(&self) -> usize {
+        self.workers.iter().map(|w| w.cached.load(Ordering::Relaxed)).sum()
     }
 
     /// Republishes link state and MAC of the idle ports (this thread owns them).
@@ -338,7 +466,249 @@ impl Engine {
         self.workers
             .iter()
             .find(|w| w.handle.as_ref().is_none_or(|h| h.is_finished()))
-            .map(|w| w.assignment.core)
+            .map(|w| w.core)
+    }
+
+    /// Adds a port, idle (not polled until it joins a bridge or cross-connect).
+    /// Gives the port back with the error when the name is taken.
+    #[allow(clippy::result_large_err)]
+    pub fn add_port(
+        &mut self,
+        port: Box<dyn Port>,
+    ) -> Result<Arc<PortStatus>, (OpError, Box<dyn Port>)> {
+        if self.port_status(port.name()).is_some() {
+            let e = OpError::Conflict(format!("a port named {:?} exists", port.name()));
+            return Err((e, port));
+        }
+        let status = Arc::new(PortStatus::of(port.as_ref()));
+        self.status.push(status.clone());
+        self.idle.push((port, status.clone()));
+        Ok(status)
+    }
+
+    /// Removes port `name`: it leaves its bridge (its MAC entries are flushed) or
+    /// cross-connect (the peer stays, idle) first. Returns the port for the caller
+    /// to drop.
+    pub fn remove_port(&mut self, name: &str) -> Result<Box<dyn Port>, OpError> {
+        match self.attachment(name) {
+            None => return Err(OpError::NotFound(format!("no port named {name:?}"))),
+            Some(Attachment::Idle) => {}
+            Some(Attachment::Bridge(b, _)) => self.bridge_remove_port(&b, name)?,
+            Some(Attachment::Xconnect(_)) => self.remove_xconnect(name)?,
+        }
+        let i = self
+            .idle
+            .iter()
+            .position(|(p, _)| p.name() == name)
+            .ok_or_else(|| OpError::NotFound(format!("no idle port named {name:?}")))?;
+        let (port, _) = self.idle.remove(i);
+        self.status.retain(|s| s.name() != name);
+        Ok(port)
+    }
+
+    /// Index of the worker polling the fewest ports.
+    fn least_loaded(&self) -> usize {
+        (0..self.workers.len()).min_by_key(|&i| self.workers[i].ports).unwrap_or(0)
+    }
+
+    /// Hands `cmd` to worker `w` and waits for its reply. On `Rejected`, the ports
+    /// the command carried come back with the error.
+    fn command(&mut self, w: usize, cmd: Command) -> Result<Vec<Box<dyn Port>>, OpError> {
+        let what = cmd.describe();
+        let worker = &self.workers[w];
+        if worker.handle.as_ref().is_none_or(|h| h.is_finished()) {
+            return Err(OpError::Unavailable(format!(
+                "{what}: the worker on core {} is not running",
+                worker.core
+            )));
+        }
+        let (tx, rx) = mpsc::channel();
+        if worker.inbox.send((cmd, tx)).is_err() {
+            return Err(OpError::Unavailable(format!(
+                "{what}: the worker on core {} has too many commands queued; try again",
+                worker.core
+            )));
+        }
+        match rx.recv_timeout(COMMAND_WAIT) {
+            Ok(Reply::Ports(ports)) => Ok(ports),
+            Ok(Reply::Rejected(why, ports)) => {
+                for p in ports {
+                    if let Some(s) = self.port_status(p.name()) {
+                        self.idle.push((p, s));
+                    }
+                }
+                Err(OpError::Conflict(why))
+            }
+            Err(_) => Err(OpError::Unavailable(format!(
+                "{what}: the worker on core {} did not answer within {COMMAND_WAIT:?}",
+                worker.core
+            ))),
+        }
+    }
+
+    /// Takes idle port `name` out of the idle list.
+    fn take_idle(
+        &mut self,
+        name: &str,
+        purpose: &str,
+    ) -> Result<(Box<dyn Port>, Arc<PortStatus>), OpError> {
+        self.check_idle(name, purpose)?;
+        let i = self
+            .idle
+            .iter()
+            .position(|(p, _)| p.name() == name)
+            .ok_or_else(|| OpError::NotFound(format!("no idle port named {name:?}")))?;
+        Ok(self.idle.remove(i))
+    }
+
+    /// Whether port `name` exists and is idle (the error says why not).
+    fn check_idle(&self, name: &str, purpose: &str) -> Result<(), OpError> {
+        match self.attachment(name) {
+            None => Err(OpError::NotFound(format!("no port named {name:?}"))),
+            Some(Attachment::Bridge(b, _)) => Err(OpError::Conflict(format!(
+                "port {name:?} is already in bridge {b:?}; it cannot {purpose}"
+            ))),
+            Some(Attachment::Xconnect(peer)) => Err(OpError::Conflict(format!(
+                "port {name:?} is already cross-connected with {peer:?}; it cannot {purpose}"
+            ))),
+            Some(Attachment::Idle) => Ok(()),
+        }
+    }
+
+    /// Puts ports a worker handed back among the idle ones.
+    fn park(&mut self, ports: Vec<Box<dyn Port>>) {
+        for p in ports {
+            match self.port_status(p.name()) {
+                Some(s) => {
+                    s.publish(p.as_ref());
+                    self.idle.push((p, s));
+                }
+                // Not ours any more (cannot happen): dropping it closes it.
+                None => drop(p),
+            }
+        }
+    }
+
+    /// Creates an empty bridge on the least-loaded worker (`spec.ports` must be
+    /// empty; ports join with [`Engine::bridge_add_port`]).
+    pub fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<Arc<BridgeShared>, OpError> {
+        if self.bridge(&spec.name).is_some() {
+            return Err(OpError::Conflict(format!("a bridge named {:?} exists", spec.name)));
+        }
+        if !spec.ports.is_empty() {
+            return Err(OpError::Conflict("a new bridge starts without ports".into()));
+        }
+        let Some(pool) = self.pool.clone() else {
+            return Err(OpError::Unavailable("the engine has no mempool for bridges".into()));
+        };
+        let bridge = Bridge::new(spec, Vec::new(), pool);
+        let shared = bridge.shared();
+        let w = self.least_loaded();
+        self.command(w, Command::AddBridge(bridge))?;
+        self.bridges.push(BridgeEntry { shared: shared.clone(), worker: w });
+        Ok(shared)
+    }
+
+    /// Deletes bridge `name`; refused while it has members.
+    pub fn delete_bridge(&mut self, name: &str) -> Result<(), OpError> {
+        let i = self
+            .bridges
+            .iter()
+            .position(|b| b.shared.name() == name)
+            .ok_or_else(|| OpError::NotFound(format!("no bridge named {name:?}")))?;
+        let members = self.bridges[i].shared.ports();
+        if !members.is_empty() {
+            let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(OpError::Conflict(format!(
+                "bridge {name:?} still has ports ({}); remove them first",
+                names.join(", ")
+            )));
+        }
+        let w = self.bridges[i].worker;
+        let left = self.command(w, Command::RemoveBridge { name: name.to_owned() })?;
+        self.park(left);
+        self.bridges.remove(i);
+        Ok(())
+    }
+
+    /// Idle port `port` joins bridge `bridge` with `mode`, moving to its worker.
+    pub fn bridge_add_port(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        mode: VlanMode,
+    ) -> Result<(), OpError> {
+        let b = self
+            .bridges
+            .iter()
+            .find(|b| b.shared.name() == bridge)
+            .ok_or_else(|| OpError::NotFound(format!("no bridge named {bridge:?}")))?;
+        let (w, shared) = (b.worker, b.shared.clone());
+        let (p, status) = self.take_idle(port, "join a bridge")?;
+        let cmd =
+            Command::AddMember { bridge: bridge.to_owned(), port: p, status, mode: mode.clone() };
+        self.command(w, cmd)?;
+        shared.set_member(port, Some(mode));
+        self.workers[w].ports += 1;
+        Ok(())
+    }
+
+    /// Port `port` leaves bridge `bridge` (its MAC entries are flushed) and stays,
+    /// idle.
+    pub fn bridge_remove_port(&mut self, bridge: &str, port: &str) -> Result<(), OpError> {
+        let b = self
+            .bridges
+            .iter()
+            .find(|b| b.shared.name() == bridge)
+            .ok_or_else(|| OpError::NotFound(format!("no bridge named {bridge:?}")))?;
+        let (w, shared) = (b.worker, b.shared.clone());
+        if !shared.ports().iter().any(|(n, _)| n == port) {
+            return Err(OpError::NotFound(format!("port {port:?} is not in bridge {bridge:?}")));
+        }
+        let cmd = Command::RemoveMember { bridge: bridge.to_owned(), port: port.to_owned() };
+        let back = self.command(w, cmd)?;
+        shared.set_member(port, None);
+        self.workers[w].ports = self.workers[w].ports.saturating_sub(1);
+        self.park(back);
+        Ok(())
+    }
+
+    /// Cross-connects idle ports `a` and `b` on the least-loaded worker.
+    pub fn add_xconnect(&mut self, a: &str, b: &str) -> Result<(), OpError> {
+        if a == b {
+            return Err(OpError::Conflict(format!(
+                "port {a:?} cannot be cross-connected with itself"
+            )));
+        }
+        self.check_idle(b, "be cross-connected")?;
+        let (pa, sa) = self.take_idle(a, "be cross-connected")?;
+        let (pb, sb) = match self.take_idle(b, "be cross-connected") {
+            Ok(x) => x,
+            Err(e) => {
+                self.idle.push((pa, sa));
+                return Err(e);
+            }
+        };
+        let w = self.least_loaded();
+        let pair = XconnectPair::new([pa, pb], [sa, sb]);
+        self.command(w, Command::AddXconnect(pair))?;
+        self.xconnects.push(XconnectEntry { ports: [a.to_owned(), b.to_owned()], worker: w });
+        self.workers[w].ports += 2;
+        Ok(())
+    }
+
+    /// Removes the cross-connect with `port` on either side; both ports stay, idle.
+    pub fn remove_xconnect(&mut self, port: &str) -> Result<(), OpError> {
+        let i =
+            self.xconnects.iter().position(|x| x.ports.iter().any(|p| p == port)).ok_or_else(
+                || OpError::NotFound(format!("port {port:?} is in no cross-connect")),
+            )?;
+        let w = self.xconnects[i].worker;
+        let back = self.command(w, Command::RemoveXconnect { port: port.to_owned() })?;
+        self.xconnects.remove(i);
+        self.workers[w].ports = self.workers[w].ports.saturating_sub(2);
+        self.park(back);
+        Ok(())
     }
 
     /// Stops and joins every worker and returns all ports that survived (a worker
@@ -355,7 +725,7 @@ impl Engine {
                 match h.join() {
                     Ok(p) => ports.extend(p),
                     Err(_) => tracing::error!(
-                        core = w.assignment.core,
+                        core = w.core,
                         "worker thread panicked; its ports were dropped"
                     ),
                 }

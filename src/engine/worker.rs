@@ -1,12 +1,14 @@
-//! A poll-mode worker: one thread pinned to one core, running its cross-connects to
-//! completion in a loop until told to stop.
+//! A poll-mode worker: one thread pinned to one core, running its cross-connects and
+//! bridges to completion in a loop until told to stop, and applying the commands of
+//! its [`Inbox`] between two rounds (see [`super::command`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use podwire_driver::{PacketBuf, Port, BURST_SIZE};
+use podwire_driver::{Mempool, PacketBuf, Port, BURST_SIZE};
 
+use super::command::{Command, Inbox, Reply};
 use super::xconnect::XconnectPair;
 use crate::bridge::Bridge;
 
@@ -14,6 +16,8 @@ use crate::bridge::Bridge;
 const STATUS_EVERY_ROUNDS: u32 = 1024;
 /// Poll rounds between two bridge maintenance steps (clock, aging, table copies).
 const MAINTAIN_EVERY_ROUNDS: u32 = 256;
+/// How long a worker with nothing to run sleeps between two looks at its inbox.
+const IDLE_SLEEP: std::time::Duration = std::time::Duration::from_micros(200);
 
 /// Pins the calling thread to `core`.
 pub(crate) fn pin_to_core(core: usize) -> std::io::Result<()> {
@@ -39,13 +43,19 @@ pub(crate) fn run(
     mut pairs: Vec<XconnectPair>,
     mut bridges: Vec<Bridge>,
     stop: Arc<AtomicBool>,
+    inbox: Arc<Inbox>,
+    cache: CacheGauge,
     ready: mpsc::Sender<(usize, std::io::Result<()>)>,
 ) -> Vec<Box<dyn Port>> {
     let pinned = pin_to_core(core);
     let ok = pinned.is_ok();
     let _ = ready.send((core, pinned));
     if ok {
-        poll_loop(&mut pairs, &mut bridges, &stop);
+        poll_loop(&mut pairs, &mut bridges, &stop, &inbox, &cache);
+    }
+    if let Some(pool) = &cache.pool {
+        pool.release_thread_cache();
+        cache.held.store(0, Ordering::Relaxed);
     }
     for p in &pairs {
         p.publish_status();
@@ -58,9 +68,31 @@ pub(crate) fn run(
     ports
 }
 
+/// Where a worker publishes how many buffers of the mempool its thread cache holds
+/// (they are free, but only this thread can hand them out), so that the control API
+/// can report the pool's free buffers exactly.
+pub(crate) struct CacheGauge {
+    pub(crate) pool: Option<Mempool>,
+    pub(crate) held: Arc<AtomicUsize>,
+}
+
+impl CacheGauge {
+    fn publish(&self) {
+        if let Some(pool) = &self.pool {
+            self.held.store(pool.in_thread_cache(), Ordering::Relaxed);
+        }
+    }
+}
+
 /// The run-to-completion loop. Allocates nothing, locks nothing and makes no
 /// syscall per packet; the one burst vector is allocated here, once.
-fn poll_loop(pairs: &mut [XconnectPair], bridges: &mut [Bridge], stop: &AtomicBool) {
+fn poll_loop(
+    pairs: &mut Vec<XconnectPair>,
+    bridges: &mut Vec<Bridge>,
+    stop: &AtomicBool,
+    inbox: &Inbox,
+    cache: &CacheGauge,
+) {
     let mut buf: Vec<PacketBuf> = Vec::with_capacity(BURST_SIZE);
     let mut round: u32 = 0;
     for p in pairs.iter() {
@@ -71,6 +103,19 @@ fn poll_loop(pairs: &mut [XconnectPair], bridges: &mut [Bridge], stop: &AtomicBo
         b.maintain();
     }
     while !stop.load(Ordering::Relaxed) {
+        if inbox.has_pending() {
+            for (cmd, reply) in inbox.take() {
+                let answer = apply(cmd, pairs, bridges);
+                // A control thread that gave up waiting dropped its receiver: the
+                // ports in the answer are dropped here, which closes them.
+                let _ = reply.send(answer);
+            }
+        }
+        if pairs.is_empty() && bridges.is_empty() {
+            cache.publish();
+            std::thread::sleep(IDLE_SLEEP);
+            continue;
+        }
         let mut received = 0;
         for pair in pairs.iter_mut() {
             received += pair.poll(&mut buf);
@@ -85,6 +130,7 @@ fn poll_loop(pairs: &mut [XconnectPair], bridges: &mut [Bridge], stop: &AtomicBo
             }
         }
         if round.is_multiple_of(STATUS_EVERY_ROUNDS) {
+            cache.publish();
             for p in pairs.iter() {
                 p.publish_status();
             }
@@ -94,6 +140,58 @@ fn poll_loop(pairs: &mut [XconnectPair], bridges: &mut [Bridge], stop: &AtomicBo
         }
         if received == 0 {
             std::hint::spin_loop();
+        }
+    }
+}
+
+/// Applies one command between two poll rounds.
+fn apply(cmd: Command, pairs: &mut Vec<XconnectPair>, bridges: &mut Vec<Bridge>) -> Reply {
+    let what = cmd.describe();
+    match cmd {
+        Command::AddXconnect(pair) => {
+            pair.publish_status();
+            pairs.push(pair);
+            Reply::Ports(Vec::new())
+        }
+        Command::RemoveXconnect { port } => {
+            match pairs.iter().position(|p| p.status.iter().any(|s| s.name() == port)) {
+                Some(i) => {
+                    let pair = pairs.remove(i);
+                    pair.publish_status();
+                    Reply::Ports(pair.ports.into())
+                }
+                None => Reply::Rejected(format!("{what}: not run by this worker"), Vec::new()),
+            }
+        }
+        Command::AddBridge(mut b) => {
+            b.publish_status();
+            b.maintain();
+            bridges.push(b);
+            Reply::Ports(Vec::new())
+        }
+        Command::RemoveBridge { name } => match bridges.iter().position(|b| b.name() == name) {
+            Some(i) => Reply::Ports(bridges.remove(i).into_ports()),
+            None => Reply::Rejected(format!("{what}: not run by this worker"), Vec::new()),
+        },
+        Command::AddMember { bridge, port, status, mode } => {
+            match bridges.iter_mut().find(|b| b.name() == bridge) {
+                Some(b) => {
+                    status.publish(port.as_ref());
+                    b.add_member(port, status, &mode);
+                    Reply::Ports(Vec::new())
+                }
+                None => Reply::Rejected(format!("{what}: not run by this worker"), vec![port]),
+            }
+        }
+        Command::RemoveMember { bridge, port } => {
+            match bridges
+                .iter_mut()
+                .find(|b| b.name() == bridge)
+                .and_then(|b| b.remove_member(&port))
+            {
+                Some(p) => Reply::Ports(vec![p]),
+                None => Reply::Rejected(format!("{what}: not run by this worker"), Vec::new()),
+            }
         }
     }
 }
