@@ -19,7 +19,8 @@ pub struct Names {
     /// The socket file's real path, `dir/<socket file>`.
     pub socket: PathBuf,
     /// The path the daemon binds or connects to: `socket`, or the same file through
-    /// a short alias directory (`short_link`) when `socket` is too long.
+    /// a short alias directory (`short_link`, one per attachment) when `socket` is
+    /// too long.
     pub daemon_socket: PathBuf,
     /// The alias (a symlink to `dir`) when one is needed.
     pub short_link: Option<PathBuf>,
@@ -68,9 +69,10 @@ impl Names {
         let (daemon_socket, short_link) = if socket.as_os_str().len() <= SUN_PATH_MAX {
             (socket.clone(), None)
         } else {
-            let link = state_dir
-                .join("s")
-                .join(format!("{:016x}", fnv1a(dir.as_os_str().as_encoded_bytes())));
+            // One alias per attachment (the directory plus the port name), so
+            // each teardown removes its own and never one another socket uses.
+            let key = format!("{}\0{port}", dir.display());
+            let link = state_dir.join("s").join(format!("{:016x}", fnv1a(key.as_bytes())));
             let via = link.join(&file);
             if via.as_os_str().len() > SUN_PATH_MAX {
                 return Err(CniError::config(format!(
@@ -128,8 +130,17 @@ mod tests {
         assert!(link.starts_with("/var/lib/cni/podwire/s/"));
         assert_eq!(n.daemon_socket, link.join("0958c8871b32-net1"));
         assert!(n.daemon_socket.as_os_str().len() <= SUN_PATH_MAX);
-        // Stable: the same directory gives the same alias.
-        let again = Names::new(
+        // Stable for one attachment, distinct for another interface of the pod.
+        let same = Names::new(
+            Path::new(&long),
+            "0958c8871b32",
+            "net1",
+            None,
+            Path::new("/var/lib/cni/podwire"),
+        )
+        .unwrap();
+        assert_eq!(same.short_link, n.short_link);
+        let other = Names::new(
             Path::new(&long),
             "0958c8871b32",
             "net2",
@@ -137,7 +148,7 @@ mod tests {
             Path::new("/var/lib/cni/podwire"),
         )
         .unwrap();
-        assert_eq!(again.short_link, n.short_link);
+        assert_ne!(other.short_link, n.short_link);
         let e = Names::new(Path::new(&long), "0958c8871b32", "net1", None, Path::new(&long))
             .unwrap_err();
         assert_eq!(e.code, 7);

@@ -38,6 +38,10 @@ pub struct Record {
     pub short_link: Option<PathBuf>,
     /// The pod's socket directory.
     pub dir: PathBuf,
+    /// Whether the plugin owns `dir` (`<sharedDir>/<cid12>`, removed when empty)
+    /// rather than it being the pod's shared-dir volume.
+    #[serde(default = "yes")]
+    pub own_dir: bool,
     /// configData file.
     pub config_data: PathBuf,
     /// Device-info file.
@@ -66,6 +70,10 @@ pub struct PodRef {
     pub namespace: String,
     /// Name.
     pub name: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The state directory.
@@ -214,6 +222,7 @@ mod tests {
             daemon_socket: "/s".into(),
             short_link: None,
             dir: "/d".into(),
+            own_dir: true,
             config_data: "/d/c.json".into(),
             device_info: None,
             bridge: Some("br0".into()),

@@ -103,7 +103,10 @@ fn steps(
         std::fs::create_dir_all(&names.dir)
             .map_err(|e| CniError::io(format!("creating {}", names.dir.display()), &e))?;
     }
-    done.dir = Some(names.dir.clone());
+    let own_dir = pod.and_then(|p| p.shared.as_ref()).is_none();
+    if own_dir {
+        done.dir = Some(names.dir.clone());
+    }
     if let Some(link) = &names.short_link {
         make_alias(link, &names.dir)?;
         done.short_link = Some(link.clone());
@@ -181,6 +184,7 @@ fn steps(
         daemon_socket: names.daemon_socket.clone(),
         short_link: names.short_link.clone(),
         dir: names.dir.clone(),
+        own_dir,
         config_data: names.config_data.clone(),
         device_info: Some(devinfo_path),
         bridge: conf.bridge.clone(),

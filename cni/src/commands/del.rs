@@ -21,7 +21,7 @@ pub fn leftovers_of(r: &Record) -> Leftovers {
         socket: Some(r.socket.clone()),
         short_link: r.short_link.clone(),
         files,
-        dir: Some(r.dir.clone()),
+        dir: r.own_dir.then(|| r.dir.clone()),
         ipam: r.ipam,
         kube: r.kube.clone(),
     }

@@ -27,7 +27,8 @@ pub struct Leftovers {
     pub short_link: Option<PathBuf>,
     /// Files ADD wrote.
     pub files: Vec<PathBuf>,
-    /// The pod's socket directory (removed when empty).
+    /// The socket directory the plugin made (`<sharedDir>/<cid12>`), removed when
+    /// empty; never the pod's own shared-dir volume.
     pub dir: Option<PathBuf>,
     /// Release the IPAM lease.
     pub ipam: bool,
@@ -76,11 +77,8 @@ pub fn teardown(ctx: &Ctx<'_>, l: &Leftovers) -> CniResult<()> {
     if let Some(d) = &l.dir {
         files::remove_dir_if_empty(d);
     }
-    // The alias serves every socket of the pod's directory: it goes with the directory.
     if let Some(link) = &l.short_link {
-        if l.dir.as_ref().is_none_or(|d| !d.exists()) {
-            keep(files::remove_file(link));
-        }
+        keep(files::remove_file(link));
     }
     if l.ipam && ctx.conf.ipam.is_some() {
         keep(Ipam::new(&ctx.conf.raw, ctx.env).and_then(|i| i.del(&l.container_id, &l.ifname)));
