@@ -27,6 +27,8 @@ pub const NOT_AVAILABLE_DAMAGED: u32 = 51;
 pub const CHECK_FAILED: u32 = 100;
 /// podwire-specific: the daemon refused a request.
 pub const DAEMON_REFUSED: u32 = 101;
+/// podwire-specific: ADD for an attachment that already exists.
+pub const ALREADY_ATTACHED: u32 = 102;
 
 /// A CNI error result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -10,7 +10,8 @@ use super::teardown::{teardown, Leftovers};
 use super::Ctx;
 use crate::config::NetType;
 use crate::error::{
-    CniError, CniResult, DECODE_FAILURE, INVALID_CONFIG, INVALID_ENV, UNKNOWN_CONTAINER,
+    CniError, CniResult, ALREADY_ATTACHED, DECODE_FAILURE, INVALID_CONFIG, INVALID_ENV,
+    UNKNOWN_CONTAINER,
 };
 use crate::files;
 use crate::ipam::{Ipam, IpamResult};
@@ -18,9 +19,6 @@ use crate::kube::{self, KubeClient, SharedDir};
 use crate::naming::Names;
 use crate::result::AddResult;
 use crate::state::{PodRef, Record};
-
-/// podwire-specific: ADD for an attachment that already exists.
-pub const ALREADY_ATTACHED: u32 = 102;
 
 pub fn add(ctx: &Ctx<'_>) -> CniResult<Value> {
     let (conf, env) = (ctx.conf, ctx.env);
@@ -137,6 +135,7 @@ fn steps(
         return Err(if answer.status == 400 { CniError::new(INVALID_CONFIG, e.msg) } else { e });
     }
     done.port = Some(names.port.clone());
+    ctx.log.debug(&format!("port {} created", names.port));
     done.socket = Some(names.socket.clone());
     let mac = answer
         .body

@@ -64,6 +64,7 @@ pub fn teardown(ctx: &Ctx<'_>, l: &Leftovers) -> CniResult<()> {
     };
     if let Some(port) = &l.port {
         keep(delete_port(ctx, port));
+        ctx.log.debug(&format!("port {port} deleted"));
     }
     if let (Some(pod), Some(kc)) = (&l.kube, &ctx.conf.kubeconfig) {
         keep(unannotate(ctx, kc, pod, &l.container_id, &l.ifname));
@@ -82,6 +83,7 @@ pub fn teardown(ctx: &Ctx<'_>, l: &Leftovers) -> CniResult<()> {
     }
     if l.ipam && ctx.conf.ipam.is_some() {
         keep(Ipam::new(&ctx.conf.raw, ctx.env).and_then(|i| i.del(&l.container_id, &l.ifname)));
+        ctx.log.debug(&format!("IPAM lease of {}/{} released", l.container_id, l.ifname));
     }
     match first {
         Some(e) => Err(e),
