@@ -42,6 +42,8 @@
 //! ports = ["p1", "p2", "uplink2"]
 //! mac_age_secs = 300                             # optional, default 300
 //! mac_table_size = 8192                          # optional, most MAC entries
+//! [limits]
+//! max_ports = 256                                # optional: most ports (file + API)
 //! ```
 //!
 //! A bridge port may also say `vlan = 10` (access port: untagged frames in VLAN 10;
@@ -49,6 +51,11 @@
 //!
 //! Every mistake is reported as one line that names the file, the key and the reason.
 //! Untrusted input: nothing here panics on any file content.
+//!
+//! The control API checks its requests with the same code ([`port_from_json`],
+//! [`vlan_from_json`], [`bridge_from_request`]): a `POST /ports` body is a `[[ports]]`
+//! table in JSON, and its errors name the request's field (`socket`) where the file's
+//! name the key (`ports[0].socket`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
-//! The `podwire` command: `run`, `check-config`, `stats`, `bridge`, `mac-table`, `pci`,
-//! `doctor`.
+//! The `podwire` command: `run`, `check-config`, `stats`, `port`, `bridge`,
+//! `xconnect`, `mac-table`, `reload`, `pci`, `doctor`.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the forwarding daemon until SIGINT or SIGTERM.
@@ -36,14 +38,40 @@ enum Command {
     /// Print the running daemon's port counters.
     Stats {
         /// The daemon's control socket.
-        #[arg(long, conflicts_with = "config")]
+        #[arg(long, alias = "control", conflicts_with = "config")]
         socket: Option<PathBuf>,
         /// Take the control socket path from this config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Print the raw JSON instead of a table.
+        /// Print the raw JSON instead of a table (with --watch: one line per sample).
         #[arg(long)]
         json: bool,
+        /// Refresh every SECS seconds (default 1) with packet rates, until Ctrl-C.
+        #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+    },
+    /// Add, remove and list the running daemon's ports (docs/control-api.md).
+    ///
+    /// A port added here is created at once (a server-mode vhost-user socket is
+    /// listening when the command returns) and is polled once it is in a bridge
+    /// (`--bridge`, or `podwire bridge attach`) or a cross-connect (`podwire
+    /// xconnect add`). It survives reloads; it does not survive a restart (put it in
+    /// the config file for that).
+    Port {
+        #[command(subcommand)]
+        what: PortCommand,
+    },
+    /// Cross-connects of the running daemon: everything one port receives is sent on
+    /// the other, and back.
+    Xconnect {
+        #[command(subcommand)]
+        what: XconnectCommand,
+    },
+    /// Re-read the daemon's config file and apply only what changed (as SIGHUP does);
+    /// ports added through the control API are left alone.
+    Reload {
+        #[command(flatten)]
+        target: Target,
     },
     /// PCI network functions: list them, give them to podwire (vfio-pci) and back.
     Pci {
@@ -111,15 +139,182 @@ enum PciCommand {
 #[derive(clap::Args)]
 struct Target {
     /// The daemon's control socket.
-    #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+    #[arg(long, alias = "control", default_value = DEFAULT_CONTROL_SOCKET)]
     socket: PathBuf,
     /// Print the raw JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
+/// The daemon to ask, for `podwire port` (where `--socket` is the port's).
+#[derive(clap::Args)]
+struct Control {
+    /// The daemon's control socket.
+    #[arg(long = "control", value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    control: PathBuf,
+}
+
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+enum PortCommand {
+    /// Create a port. Keys are those of a `[[ports]]` table of the config file,
+    /// checked by the same code (e.g. `podwire port add pod1 --type vhost-user
+    /// --socket /var/run/pod1.sock --bridge br0 --vlan 10`).
+    Add {
+        /// The port's name (letters, digits, '-', '_', '.').
+        name: Option<String>,
+        /// "vhost-user", "af-xdp" or "vfio".
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: Option<String>,
+        /// vhost-user: the socket path.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// vhost-user: "server" (podwire listens; default) or "client".
+        #[arg(long)]
+        mode: Option<String>,
+        /// Queues (pairs).
+        #[arg(long)]
+        queues: Option<i64>,
+        /// vhost-user, vfio: the MAC address.
+        #[arg(long)]
+        mac: Option<String>,
+        /// vhost-user: permission bits of the socket, e.g. 0660.
+        #[arg(long)]
+        socket_perms: Option<String>,
+        /// vhost-user: group of the socket file.
+        #[arg(long)]
+        socket_group: Option<String>,
+        /// af-xdp: the kernel interface.
+        #[arg(long)]
+        interface: Option<String>,
+        /// af-xdp: auto, native or generic.
+        #[arg(long)]
+        xdp_mode: Option<String>,
+        /// af-xdp: auto, on or off.
+        #[arg(long)]
+        zero_copy: Option<String>,
+        /// af-xdp: replace a foreign XDP program.
+        #[arg(long)]
+        replace_program: bool,
+        /// vfio: the PCI address.
+        #[arg(long)]
+        pci: Option<String>,
+        /// vfio: descriptors per ring.
+        #[arg(long)]
+        ring_size: Option<i64>,
+        /// Join this (existing) bridge.
+        #[arg(long)]
+        bridge: Option<String>,
+        /// With --bridge: access VLAN (1..=4094).
+        #[arg(long, conflicts_with = "trunk")]
+        vlan: Option<i64>,
+        /// With --bridge: trunk VLANs, comma separated (e.g. 10,20).
+        #[arg(long)]
+        trunk: Option<String>,
+        /// The whole request body as JSON (`POST /ports`); other flags add to it.
+        #[arg(long, value_name = "BODY")]
+        json: Option<String>,
+        #[command(flatten)]
+        control: Control,
+    },
+    /// Remove a port: it leaves its bridge or cross-connect, its socket file goes.
+    Del {
+        /// The port.
+        name: String,
+        #[command(flatten)]
+        control: Control,
+    },
+    /// List ports with where they are attached and their counters.
+    List {
+        #[command(flatten)]
+        control: Control,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one port.
+    Show {
+        /// The port.
+        name: String,
+        #[command(flatten)]
+        control: Control,
+        /// Print the raw JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum XconnectCommand {
+    /// Cross-connect two ports that are in no bridge or cross-connect.
+    Add {
+        /// One port.
+        a: String,
+        /// The other.
+        b: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove the cross-connect PORT is in (both ports stay, not polled).
+    Del {
+        /// Either port of the cross-connect.
+        port: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// List the cross-connects.
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
 #[derive(Subcommand)]
 enum BridgeCommand {
+    /// Create an empty bridge (ports join with `attach` or `port add --bridge`).
+    Add {
+        /// The bridge's name.
+        name: String,
+        /// Forget an address not seen for this long (default 300).
+        #[arg(long)]
+        mac_age_secs: Option<u32>,
+        /// Most MAC addresses (default 8192).
+        #[arg(long)]
+        mac_table_size: Option<u32>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a bridge; refused while it has ports.
+    Del {
+        /// The bridge.
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// An existing port joins a bridge.
+    Attach {
+        /// The bridge.
+        bridge: String,
+        /// The port.
+        port: String,
+        /// Access VLAN (default 1).
+        #[arg(long, conflicts_with = "trunk")]
+        vlan: Option<u16>,
+        /// Trunk VLANs, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        trunk: Option<Vec<u16>>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// A port leaves a bridge (its MAC addresses are forgotten; the port stays).
+    Detach {
+        /// The bridge.
+        bridge: String,
+        /// The port.
+        port: String,
+        #[command(flatten)]
+        target: Target,
+    },
     /// List bridges with their ports and counters.
     List {
         #[command(flatten)]
@@ -206,7 +401,12 @@ fn check_config(config_path: &Path) -> ExitCode {
     }
 }
 
-fn stats(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCode {
+fn stats(
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    json: bool,
+    watch: Option<f64>,
+) -> ExitCode {
     let socket = match (socket, config) {
         (Some(s), _) => s,
         (None, Some(c)) => match Config::load(&c) {
@@ -215,6 +415,12 @@ fn stats(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCo
         },
         (None, None) => PathBuf::from(DEFAULT_CONTROL_SOCKET),
     };
+    if let Some(secs) = watch {
+        if !(0.1..=3600.0).contains(&secs) {
+            return fail("--watch: give 0.1 to 3600 seconds");
+        }
+        return watch_stats(&socket, json, secs);
+    }
     match fetch_stats(&socket) {
         Ok((body, stats)) => {
             if json {
@@ -225,6 +431,127 @@ fn stats(socket: Option<PathBuf>, config: Option<PathBuf>, json: bool) -> ExitCo
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),
+    }
+}
+
+/// `podwire stats --watch`: a refreshing table with rates until Ctrl-C or an error.
+fn watch_stats(socket: &Path, json: bool, secs: f64) -> ExitCode {
+    let tty = std::io::stdout().is_terminal();
+    let mut prev: Option<(std::time::Instant, podwire::control::StatsResponse)> = None;
+    loop {
+        let (body, now) = match fetch_stats(socket) {
+            Ok(x) => x,
+            Err(e) => return fail(e),
+        };
+        let t = std::time::Instant::now();
+        if json {
+            println!("{}", body.trim_end());
+        } else {
+            let dt = prev.as_ref().map_or(0.0, |(t0, _)| (t - *t0).as_secs_f64());
+            let table = cli::rate_table(&now, prev.as_ref().map(|(_, s)| s), dt);
+            if tty {
+                print!("\x1b[H\x1b[2J");
+            }
+            println!("podwire stats every {secs} s ({}); Ctrl-C to stop", socket.display());
+            print!("{table}");
+            if !tty {
+                println!();
+            }
+        }
+        prev = Some((t, now));
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+    }
+}
+
+/// The body of `POST /ports` from `podwire port add`'s flags.
+fn port_body(what: &PortCommand) -> Result<serde_json::Value, String> {
+    let PortCommand::Add {
+        name,
+        kind,
+        socket,
+        mode,
+        queues,
+        mac,
+        socket_perms,
+        socket_group,
+        interface,
+        xdp_mode,
+        zero_copy,
+        replace_program,
+        pci,
+        ring_size,
+        bridge,
+        vlan,
+        trunk,
+        json,
+        ..
+    } = what
+    else {
+        return Err("not port add".into());
+    };
+    let mut body = match json {
+        Some(j) => match serde_json::from_str::<serde_json::Value>(j) {
+            Ok(v) if v.is_object() => v,
+            Ok(_) => return Err("--json: the body must be a JSON object".into()),
+            Err(e) => return Err(format!("--json: not valid JSON: {e}")),
+        },
+        None => serde_json::json!({}),
+    };
+    let mut set = |k: &str, v: serde_json::Value| body[k] = v;
+    let s = |v: &Option<String>| v.clone().map(serde_json::Value::from);
+    for (k, v) in [
+        ("name", s(name)),
+        ("type", s(kind)),
+        ("socket", socket.as_ref().map(|p| p.display().to_string().into())),
+        ("mode", s(mode)),
+        ("queues", queues.map(Into::into)),
+        ("mac", s(mac)),
+        ("socket_perms", s(socket_perms)),
+        ("socket_group", s(socket_group)),
+        ("interface", s(interface)),
+        ("xdp_mode", s(xdp_mode)),
+        ("zero_copy", s(zero_copy)),
+        ("replace_program", replace_program.then_some(true.into())),
+        ("pci", s(pci)),
+        ("ring_size", ring_size.map(Into::into)),
+        ("bridge", s(bridge)),
+        ("vlan", vlan.map(Into::into)),
+    ] {
+        if let Some(v) = v {
+            set(k, v);
+        }
+    }
+    if let Some(t) = trunk {
+        let ids: Result<Vec<i64>, _> = t.split(',').map(|x| x.trim().parse::<i64>()).collect();
+        match ids {
+            Ok(ids) => set("trunk", ids.into()),
+            Err(_) => {
+                return Err(format!("--trunk: {t:?} is not a comma-separated list of VLAN ids"))
+            }
+        }
+    }
+    if body.get("name").is_none() {
+        return Err("give the port's name (podwire port add NAME --type ...)".into());
+    }
+    if body.get("type").is_none() {
+        return Err("give --type vhost-user, af-xdp or vfio".into());
+    }
+    Ok(body)
+}
+
+fn port(what: PortCommand) -> ExitCode {
+    match what {
+        PortCommand::Add { ref control, .. } => match port_body(&what) {
+            Ok(body) => print_or_fail(cli::port_add(&control.control, &body)),
+            Err(e) => fail(e),
+        },
+        PortCommand::Del { name, control } => print_or_fail(cli::port_del(&control.control, &name)),
+        PortCommand::List { control, json } => {
+            print_or_fail(cli::port_list(&control.control, json))
+        }
+        PortCommand::Show { name, control, json } => {
+            print_or_fail(cli::port_show(&control.control, &name, json))
+        }
     }
 }
 
@@ -349,7 +676,30 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
-        Command::Stats { socket, config, json } => stats(socket, config, json),
+        Command::Stats { socket, config, json, watch } => stats(socket, config, json, watch),
+        Command::Port { what } => port(what),
+        Command::Reload { target: t } => print_or_fail(cli::reload(&t.socket)),
+        Command::Xconnect { what: XconnectCommand::Add { a, b, target: t } } => {
+            print_or_fail(cli::xconnect_add(&t.socket, &a, &b))
+        }
+        Command::Xconnect { what: XconnectCommand::Del { port, target: t } } => {
+            print_or_fail(cli::xconnect_del(&t.socket, &port))
+        }
+        Command::Xconnect { what: XconnectCommand::List { target: t } } => {
+            print_or_fail(cli::xconnect_list(&t.socket, t.json))
+        }
+        Command::Bridge {
+            what: BridgeCommand::Add { name, mac_age_secs, mac_table_size, target: t },
+        } => print_or_fail(cli::bridge_add(&t.socket, &name, mac_age_secs, mac_table_size)),
+        Command::Bridge { what: BridgeCommand::Del { name, target: t } } => {
+            print_or_fail(cli::bridge_del(&t.socket, &name))
+        }
+        Command::Bridge {
+            what: BridgeCommand::Attach { bridge, port, vlan, trunk, target: t },
+        } => print_or_fail(cli::bridge_attach(&t.socket, &bridge, &port, vlan, trunk.as_deref())),
+        Command::Bridge { what: BridgeCommand::Detach { bridge, port, target: t } } => {
+            print_or_fail(cli::bridge_detach(&t.socket, &bridge, &port))
+        }
         Command::Pci { command } => pci(command),
         Command::Doctor => doctor(),
         Command::Bridge { what: BridgeCommand::List { target: t } } => {

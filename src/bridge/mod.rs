@@ -15,6 +15,10 @@
 //! only, and the tag is removed on the way in and added back on the way out.
 //! Everything else is dropped and counted (`vlan_drops`, and the port's `rx_drops`).
 //!
+//! Members come and go at runtime (`Bridge::add_member`, `Bridge::remove_member`,
+//! applied by the worker between two poll rounds): a member that leaves has its MAC
+//! entries flushed and the last member takes its index (its entries are renumbered).
+//!
 //! Other threads see a bridge through its [`BridgeShared`]: counters, and a MAC table
 //! snapshot the worker copies out on request (the copy is made in `maintain`, off the
 //! per-packet path).

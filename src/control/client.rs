@@ -1,4 +1,5 @@
-//! The client side of the control socket, used by `podwire stats`.
+//! The client side of the control socket, used by `podwire stats`, `podwire port`,
+//! `podwire bridge` and the other CLI commands.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -45,12 +46,31 @@ pub enum ClientError {
 
 /// Sends `GET target` to the daemon; returns the status code and the body.
 pub fn get(socket: &Path, target: &str) -> Result<(u16, String), ClientError> {
+    request(socket, "GET", target, None)
+}
+
+/// Sends `method target` with an optional JSON body; returns the status code and the
+/// body. Waits up to [`CLIENT_TIMEOUT`] plus the daemon's own 5 s for a worker.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), ClientError> {
     let mut s = UnixStream::connect(socket)
         .map_err(|source| ClientError::Connect { path: socket.to_owned(), source })?;
     let io = |source| ClientError::Io { path: socket.to_owned(), source };
-    s.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    s.set_read_timeout(Some(CLIENT_TIMEOUT * 3)).map_err(io)?;
     s.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
-    write!(s, "GET {target} HTTP/1.1\r\nHost: podwire\r\nConnection: close\r\n\r\n").map_err(io)?;
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: podwire\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        head += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len());
+    }
+    head += "\r\n";
+    s.write_all(head.as_bytes()).map_err(io)?;
+    if let Some(b) = body {
+        s.write_all(b.as_bytes()).map_err(io)?;
+    }
     let mut raw = Vec::new();
     s.take(MAX_RESPONSE_BYTES).read_to_end(&mut raw).map_err(io)?;
     let bad = |reason: &str| ClientError::BadResponse {
@@ -66,6 +86,15 @@ pub fn get(socket: &Path, target: &str) -> Result<(u16, String), ClientError> {
         .filter(|_| head.starts_with("HTTP/1."))
         .ok_or_else(|| bad("no HTTP status line"))?;
     Ok((code, body.to_owned()))
+}
+
+/// The daemon's error message in a non-2xx answer.
+pub fn error_message(code: u16, body: &str) -> String {
+    let msg = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        .unwrap_or_else(|| body.trim().to_owned());
+    format!("{msg} (status {code})")
 }
 
 /// Fetches `target` and decodes its JSON (an answer other than 200 is an error

@@ -1,17 +1,22 @@
 //! The control API: HTTP/1.1 with JSON bodies on a unix socket, served by a thread
-//! that is not on the datapath.
+//! that is not on the datapath. The contract is docs/control-api.md:
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `GET /stats` | `{"ports":[{"name","kind","mac","link","queues","rx_packets",...}]}` |
+//! | `GET /stats` | `{"ports":[{"name","kind","mac","link","queues","rx_packets",...}],"mempool":{"total","free"},"control":{"requests","rejected"}}` |
 //! | `GET /health` | `{"status":"ok"}` |
-//! | `GET /bridges` | `{"bridges":[{"name","ports":[{"name","vlan"|"trunk"}],"mac_age_secs",...,"counters"}]}` |
-//! | `GET /bridges/NAME` | one bridge, as in the list |
-//! | `GET /bridges/NAME/macs` | `{"bridge","entries":[{"mac","vlan","port","age_secs"}]}` |
-//! | anything else | 404 / 405 / 400 with `{"error":"..."}` |
+//! | `GET /ports`, `GET /ports/NAME` | [`PortList`], [`PortView`] |
+//! | `POST /ports`, `DELETE /ports/NAME` | a `[[ports]]` table in JSON (+ `bridge`, `vlan`/`trunk`) → 201 [`PortView`]; 204 |
+//! | `GET /bridges`, `GET /bridges/NAME`, `GET /bridges/NAME/macs` | [`BridgeInfo`]s, [`MacTableResponse`] |
+//! | `POST /bridges`, `DELETE /bridges/NAME` | `{"name","mac_age_secs","mac_table_size"}` → 201; 204 (409 with members) |
+//! | `POST /bridges/NAME/ports`, `DELETE /bridges/NAME/ports/PORT` | `{"port","vlan"|"trunk"}` → 201; 204 |
+//! | `GET /xconnects`, `POST /xconnects`, `DELETE /xconnects/PORT` | [`XconnectList`]; `{"ports":[a,b]}` → 201; 204 |
+//! | `POST /reload` | [`ReloadReport`] |
+//! | anything else | 404 / 405 / 400 / 409 / 411 / 413 with `{"error":"...","field":"..."}` |
 //!
-//! `curl --unix-socket /run/podwire/podwire.sock http://x/stats` works;
-//! `podwire stats` is the bundled client.
+//! `curl --unix-socket /run/podwire/podwire.sock http://x/stats` works; the `podwire`
+//! CLI ([`cli`]) is the bundled client. The operations themselves are in
+//! [`crate::switch`].
 
 pub mod cli;
 pub mod client;

@@ -17,7 +17,7 @@
 //! The thread owning the engine changes it while the workers forward: ports are
 //! added ([`Engine::add_port`], idle at first) and removed ([`Engine::remove_port`]),
 //! bridges created and deleted, ports join and leave bridges, cross-connects come and
-//! go. Each change that touches a worker is a [`command`] handed to that worker
+//! go. Each change that touches a worker is a command (`engine::command`) handed to that worker
 //! through its lock-free inbox and applied between two poll rounds; the engine waits
 //! for the reply. Ports are created and dropped on the calling thread, never on a
 //! worker. Placement: a new cross-connect or bridge goes to the worker with the

@@ -247,6 +247,70 @@ impl Daemon {
         }
     }
 
+    /// Sends `method path` with an optional JSON body to the control API; returns the
+    /// status and the JSON answer (`null` for an empty body).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let (code, text) = podwire::control::client::request(&self.control, method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}; log:\n{}", self.log_text()));
+        let v = if text.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+        };
+        (code, v)
+    }
+
+    /// [`Daemon::api`], asserting the status.
+    pub fn api_ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        want: u16,
+    ) -> serde_json::Value {
+        let (code, v) = self.api(method, path, body);
+        assert_eq!(code, want, "{method} {path} {body:?}: {v}");
+        v
+    }
+
+    /// Names of the ports `GET /ports` lists.
+    pub fn port_names(&self) -> Vec<String> {
+        let v = self.api_ok("GET", "/ports", None, 200);
+        v["ports"]
+            .as_array()
+            .expect("ports array")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name").to_owned())
+            .collect()
+    }
+
+    /// `(total, free)` buffers of the mempool (`GET /stats`).
+    pub fn mempool(&self) -> (u64, u64) {
+        let v = self.api_ok("GET", "/stats", None, 200);
+        let m = &v["mempool"];
+        (m["total"].as_u64().expect("total"), m["free"].as_u64().expect("free"))
+    }
+
+    /// Waits up to `timeout` until the mempool's free count is `want`; returns the last
+    /// count seen.
+    pub fn wait_mempool_free(&self, want: u64, timeout: Duration) -> u64 {
+        let start = Instant::now();
+        loop {
+            let (_, free) = self.mempool();
+            if free == want || start.elapsed() > timeout {
+                return free;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `sig` to the daemon.
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the PID is our child's,
+        // not yet reaped.
+        assert_eq!(unsafe { libc::kill(self.pid() as libc::pid_t, sig) }, 0);
+    }
+
     /// SIGTERM, then checks a clean exit (status 0, no panic in the log) and that the
     /// control socket is gone. Returns the log.
     pub fn stop(mut self) -> String {
