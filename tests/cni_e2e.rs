@@ -460,6 +460,29 @@ fn a_refused_port_rolls_the_add_back_and_check_sees_a_lost_port() {
     );
     assert_eq!(api(&root, "DELETE", &format!("/ports/{}", port_name(&cid)), None).0, 204);
 
+    // Results in the configuration's version; the socket's group from vhost.group.
+    for (version, socket_path, ip_version) in [("1.0.0", false, false), ("0.4.0", false, true)] {
+        let mut old = Cni::new(&root, "10.215.3.0/24");
+        old.conf["cniVersion"] = json!(version);
+        old.conf["host"]["vhost"]["group"] = json!("daemon");
+        let r = old.add(&cid, &ns.path());
+        assert_eq!(r["cniVersion"], version);
+        assert_eq!(r["interfaces"][0].get("socketPath").is_some(), socket_path, "{r}");
+        assert_eq!(r["ips"][0].get("version").is_some(), ip_version, "{r}");
+        let socket = root.join("shared").join(&cid[..12]).join(port_name(&cid));
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&socket).unwrap().gid(), 1, "socket group is \"daemon\"");
+        old.del(&cid);
+    }
+
+    // STATUS: ready with the daemon up; 50 when the IPAM plugin is missing.
+    let (code, v) = cni.call("STATUS", "", "");
+    assert_eq!((code, &v), (0, &Value::Null), "STATUS with the daemon up");
+    let mut no_ipam = Cni::new(&root, "10.215.3.0/24");
+    no_ipam.conf["ipam"]["type"] = json!("no-such-ipam");
+    let (code, v) = no_ipam.call("STATUS", "", "");
+    assert_eq!((code, v["code"].as_u64()), (1, Some(50)), "{v}");
+
     // CHECK notices a port the daemon lost; DEL still succeeds.
     let r = cni.add(&cid, &ns.path());
     assert_eq!(api(&root, "DELETE", &format!("/ports/{}", port_name(&cid)), None).0, 204);

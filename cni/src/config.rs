@@ -494,6 +494,7 @@ fn abs_path(field: &str, p: &str) -> CniResult<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     const INTEL: &str = r#"{
       "cniVersion": "0.4.0", "type": "userspace", "name": "userspace-net-1",
@@ -602,6 +603,66 @@ mod tests {
             c.valid_attachments,
             Some(vec![ValidAttachment { container_id: "abc".into(), ifname: "net1".into() }])
         );
+    }
+
+    #[test]
+    fn hostile_input_is_an_error_never_a_panic() {
+        let base: Value = serde_json::from_str(INTEL).unwrap();
+        let weird = [
+            Value::Null,
+            json!(true),
+            json!(-1),
+            json!(1e308),
+            json!(u64::MAX),
+            json!("\u{0}"),
+            json!("x".repeat(100_000)),
+            json!([]),
+            json!([[[[]]]]),
+            json!({}),
+            json!({"type": {"x": 1}}),
+        ];
+        let keys = [
+            "/cniVersion",
+            "/name",
+            "/type",
+            "/host",
+            "/host/engine",
+            "/host/iftype",
+            "/host/netType",
+            "/host/vhost",
+            "/host/vhost/mode",
+            "/host/vhost/group",
+            "/host/bridge",
+            "/host/bridge/vlanId",
+            "/host/bridge/bridgeName",
+            "/container",
+            "/container/vhost",
+            "/sharedDir",
+            "/kubeconfig",
+            "/logLevel",
+            "/ipam",
+            "/ipam/type",
+        ];
+        let mut errors = 0;
+        for k in keys {
+            for w in &weird {
+                let mut v = base.clone();
+                let (parent, key) = k.rsplit_once('/').unwrap();
+                v.pointer_mut(parent)
+                    .and_then(Value::as_object_mut)
+                    .unwrap()
+                    .insert(key.into(), w.clone());
+                if NetConf::parse(v.to_string().as_bytes()).is_err() {
+                    errors += 1;
+                }
+            }
+        }
+        assert!(errors > keys.len() * 5, "most of these are refused ({errors})");
+        for raw in
+            [&b"\xff\xfe"[..], b"", b"{", b"{\"cniVersion\":", b"nul\0l", &[b'['; 10_000][..]]
+        {
+            assert!(NetConf::parse(raw).is_err());
+        }
     }
 
     #[test]
