@@ -64,7 +64,7 @@ pkgs=(
   dpdk dpdk-dev librte-net-vhost23 librte-net-virtio23 librte-net-pcap23
   librte-net-af-xdp23 librte-mempool-ring23
   containernetworking-plugins busybox-static iproute2 iputils-ping tcpdump ethtool
-  xz-utils curl procps psmisc coreutils util-linux ca-certificates python3-venv
+  xz-utils curl procps psmisc coreutils util-linux ca-certificates python3-venv openssl
 )
 apt_opts=(-y -q -o DPkg::Lock::Timeout=600 --no-install-recommends)
 export DEBIAN_FRONTEND=noninteractive

@@ -13,7 +13,8 @@
 //! - a port the daemon refuses (name taken) rolls the ADD back, lease included;
 //! - concurrent ADD/DEL for different containers (file lock);
 //! - with a kubeconfig, the pod's annotations are written and cleaned (against a
-//!   small local fake API server: no real kube-apiserver can run on this machine);
+//!   small local fake API server: no real kube-apiserver can run on this machine),
+//!   also over TLS with the CA and a client certificate from the kubeconfig;
 //! - ADD and DEL latency over 100 pods (median, p99), printed.
 
 mod common;
@@ -667,6 +668,167 @@ fn with_a_kubeconfig_the_pod_gets_its_annotations() {
     let methods: Vec<String> =
         api_server.log.lock().unwrap().iter().map(|(m, ..)| m.clone()).collect();
     assert_eq!(methods, ["GET", "PATCH", "GET", "PATCH"]);
+    daemon.stop();
+}
+
+/// The same fake API server over HTTPS with client-certificate authentication
+/// (Python's ssl module), so the kubeconfig's CA data and client certificate and key
+/// data are exercised: the plugin's curl must verify the server and present its
+/// certificate, or the request fails.
+const TLS_API_SERVER: &str = r#"
+import json, ssl, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+root = sys.argv[1]
+pod = json.load(open(root + "/pod.json"))
+seen = []
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def reply(self, code, body):
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        seen.append([self.command, self.path, self.connection.getpeercert()["subject"][0][0][1]])
+        json.dump({"pod": pod, "seen": seen}, open(root + "/state.tmp", "w"))
+        import os; os.replace(root + "/state.tmp", root + "/state.json")
+    def do_GET(self):
+        self.reply(200, pod)
+    def do_PATCH(self):
+        patch = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        for k, v in patch["metadata"]["annotations"].items():
+            pod["metadata"]["annotations"][k] = v
+        self.reply(200, pod)
+srv = HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(root + "/server.crt", root + "/server.key")
+ctx.verify_mode = ssl.CERT_REQUIRED
+ctx.load_verify_locations(root + "/client.crt")
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+
+/// A child process killed (by PID) on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn openssl_self_signed(dir: &Path, name: &str, cn: &str, san: Option<&str>) {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj"])
+        .arg(format!("/CN={cn}"))
+        .arg("-keyout")
+        .arg(dir.join(format!("{name}.key")))
+        .arg("-out")
+        .arg(dir.join(format!("{name}.crt")));
+    if let Some(san) = san {
+        cmd.args(["-addext", &format!("subjectAltName={san}")]);
+    }
+    let out = cmd.output().expect("openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut o = String::new();
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                o.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                o.push('=');
+            }
+        }
+    }
+    o
+}
+
+#[test]
+fn with_a_kubeconfig_over_tls_and_a_client_certificate() {
+    let root = TempDir::kept_on_failure("cni-kube-tls");
+    let daemon = Daemon::start(&root, &daemon_body(), &[]);
+    let mut cni = Cni::new(&root, "10.215.7.0/24");
+    let tls = root.join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    openssl_self_signed(&tls, "server", "fake-apiserver", Some("IP:127.0.0.1"));
+    openssl_self_signed(&tls, "client", "podwire-cni", None);
+    let volume = root.join("pod-volume");
+    std::fs::write(
+        tls.join("pod.json"),
+        json!({"metadata": {"name": "e2e-pod", "namespace": "default", "uid": "u2", "annotations": {}},
+               "spec": {"volumes": [{"name": "shared-dir", "hostPath": {"path": volume}}],
+                        "containers": [{"name": "app", "volumeMounts": [{"name": "shared-dir", "mountPath": "/data/"}]}]}})
+        .to_string(),
+    )
+    .unwrap();
+    let mut server = Command::new("/usr/bin/python3")
+        .args(["-c", TLS_API_SERVER])
+        .arg(&tls)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 (apt-get install python3)");
+    let mut port = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut port).unwrap();
+    let _server = Child(server);
+    let read = |n: &str| base64(&std::fs::read(tls.join(n)).unwrap());
+    let kubeconfig = root.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: tls\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: cni\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: c\n  context:\n    cluster: tls\n    user: cni\ncurrent-context: c\n",
+            port.trim(),
+            read("server.crt"),
+            read("client.crt"),
+            read("client.key")
+        ),
+    )
+    .unwrap();
+    cni.conf["kubeconfig"] = json!(kubeconfig);
+    let ns = Netns::new("t");
+    let cid = format!("t{:011}tttttttt", std::process::id());
+    cni.add(&cid, &ns.path());
+    let state: Value =
+        serde_json::from_slice(&std::fs::read(tls.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["pod"]["metadata"]["annotations"]["userspace/mapped-dir"], "/data/");
+    assert!(state["pod"]["metadata"]["annotations"]["userspace/configuration-data"]
+        .as_str()
+        .unwrap()
+        .contains(&cid));
+    assert_eq!(
+        state["seen"],
+        json!([
+            ["GET", "/api/v1/namespaces/default/pods/e2e-pod", "podwire-cni"],
+            ["PATCH", "/api/v1/namespaces/default/pods/e2e-pod", "podwire-cni"]
+        ])
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(root.join("state"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".kube-"))
+        .collect();
+    assert!(leftovers.is_empty(), "credential scratch files removed: {leftovers:?}");
+    cni.del(&cid);
+
+    // A server the CA does not vouch for is refused (I/O error, nothing left).
+    openssl_self_signed(&tls, "other", "other", Some("IP:127.0.0.1"));
+    let bad = std::fs::read_to_string(&kubeconfig)
+        .unwrap()
+        .replace(&read("server.crt"), &read("other.crt"));
+    std::fs::write(&kubeconfig, bad).unwrap();
+    let (code, v) = cni.call("ADD", &cid, &ns.path());
+    assert_eq!((code, v["code"].as_u64()), (1, Some(5)), "{v}");
+    assert_eq!((cni.leases().len(), cni.records()), (0, 0));
+    assert_eq!(api(&root, "GET", "/ports", None).1["ports"], json!([]));
     daemon.stop();
 }
 

@@ -100,8 +100,9 @@ fn exec(
 ) -> CniResult<Vec<u8>> {
     let path: Vec<String> = env.path.iter().map(|p| p.display().to_string()).collect();
     let args: Vec<String> = env.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // The delegate inherits this process's environment (as the spec asks), with
+    // the CNI variables of this call (GC passes each stale attachment's own).
     let mut child = Process::new(plugin)
-        .env_clear()
         .env("CNI_COMMAND", command.as_str())
         .env("CNI_CONTAINERID", container_id)
         .env("CNI_NETNS", &env.netns)

@@ -7,7 +7,9 @@
 //! (the network object), [`naming`] (socket and port names), [`state`] (records and
 //! the lock), [`ipam`] (delegation to host-local & co), [`control`] (the daemon's
 //! HTTP API), [`files`] (configData and device-info), [`result`] (the versioned
-//! result), [`commands`] (ADD, DEL, CHECK, GC, STATUS), [`error`] (the spec's codes).
+//! result), [`kube`] (the pod's annotations when a kubeconfig is given), [`commands`]
+//! (ADD, DEL, CHECK, GC, STATUS), [`log`] (`logFile`), [`error`] (the spec's codes).
+//! `cni/README.md` is the user's reference.
 
 pub mod commands;
 pub mod config;
