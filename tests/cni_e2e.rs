@@ -423,9 +423,21 @@ fn gc_keeps_valid_attachments_and_long_paths_use_the_alias() {
     assert_eq!(cni.records(), 1);
     let (code, v) = cni.call_with("CHECK", &keep, &ns.path(), &json!({"prevResult": r_keep}));
     assert_eq!((code, &v), (0, &Value::Null), "the valid attachment still checks");
+    // A second ADD of an existing attachment is refused and changes nothing.
+    let (code, v) = cni.call("ADD", &keep, &ns.path());
+    assert_eq!((code, v["code"].as_u64()), (1, Some(102)), "{v}");
+    let (code, v) = cni.call_with("CHECK", &keep, &ns.path(), &json!({"prevResult": r_keep}));
+    assert_eq!((code, &v), (0, &Value::Null), "the attachment survives a repeated ADD");
     cni.del(&keep);
     assert_eq!((cni.leases().len(), cni.records()), (0, 0));
+
+    // DEL after the daemon stopped (its ports went with it) still releases the lease.
+    let late = format!("z{pid:011}zzzzzzzz");
+    cni.add(&late, &ns.path());
     daemon.stop();
+    cni.del(&late);
+    assert_eq!((cni.leases().len(), cni.records()), (0, 0));
+    assert!(!deep.join(&late[..12]).exists(), "socket dir removed");
 }
 
 #[test]
