@@ -23,7 +23,7 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
-    /// Run the forwarding daemon until SIGINT or SIGTERM.
+    /// Run the forwarding daemon until SIGINT or SIGTERM (SIGHUP reloads the config).
     Run {
         /// The TOML config file.
         #[arg(long, short)]
@@ -81,7 +81,8 @@ enum Command {
     /// Check hugepages, the IOMMU, the VFIO modules and CPU isolation, and say what
     /// to fix. Exits non-zero when something VFIO ports need is missing.
     Doctor,
-    /// Inspect the running daemon's L2 bridges.
+    /// The running daemon's L2 bridges: list, show, add, delete; ports attach and
+    /// detach.
     Bridge {
         #[command(subcommand)]
         what: BridgeCommand,

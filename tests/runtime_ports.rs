@@ -7,6 +7,8 @@
 //!   into podwire was delivered or counted as a drop for lack of room (both sides'
 //!   counters), no socket file is left, `GET /ports` lists the steady pair only and
 //!   the mempool's free count is back where it started.
+//! - The CLI (`podwire port`, `bridge`, `xconnect`, `stats --watch`, `reload`) drives
+//!   the same API.
 //! - Two pods on a bridge built at runtime exchange traffic (MAC learning visible in
 //!   `GET /bridges/NAME/macs`); their ports are then deleted while traffic flows and
 //!   every buffer comes back.
@@ -87,6 +89,7 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
 
     d.api_ok("POST", "/bridges", Some("{\"name\":\"churn\",\"mac_table_size\":256}"), 201);
     let socks: Vec<PathBuf> = (0..50).map(|i| dir.join(format!("c{i}.sock"))).collect();
+    let (mut add_times, mut del_times) = (Vec::new(), Vec::new());
     for (i, s) in socks.iter().enumerate() {
         let name = format!("c{i}");
         let extra = match i % 4 {
@@ -95,7 +98,9 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
             2 => ",\"bridge\":\"churn\",\"trunk\":[100,200]".to_string(),
             _ => String::new(),
         };
+        let t = Instant::now();
         let v = d.api_ok("POST", "/ports", Some(&port_body(&name, s, &extra)), 201);
+        add_times.push(t.elapsed());
         assert_eq!(v["name"], name.as_str());
         assert_eq!(v["origin"], "api");
         assert!(s.exists(), "socket of {name} listening when the answer arrives");
@@ -130,7 +135,9 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
     let c0 = d.api_ok("GET", "/ports/c0", None, 200);
     assert!(c0.get("bridge").is_none() && c0.get("xconnect").is_none(), "{c0}");
     for (i, s) in socks.iter().enumerate() {
+        let t = Instant::now();
         d.api_ok("DELETE", &format!("/ports/c{i}"), None, 204);
+        del_times.push(t.elapsed());
         assert!(!s.exists(), "socket of c{i} removed with the port");
         if i % 10 == 9 {
             still_moving(&d, &format!("while deleting port {i}"));
@@ -160,10 +167,18 @@ fn fifty_ports_come_and_go_while_a_steady_pair_forwards() {
         assert!(pod_rx <= sw_tx && sw_tx - pod_rx <= 1024, "{report}");
     }
     assert_eq!(s0.errors + s1.errors, 0, "{report}");
+    let ms = |v: &[Duration]| {
+        let max = v.iter().max().copied().unwrap_or_default();
+        let avg = v.iter().sum::<Duration>() / v.len().max(1) as u32;
+        format!("avg {:.2} ms, max {:.2} ms", avg.as_secs_f64() * 1e3, max.as_secs_f64() * 1e3)
+    };
     eprintln!(
-        "steady pair during the churn: {} packets forwarded, {} dropped for lack of room",
+        "steady pair during the churn: {} packets forwarded, {} dropped for lack of room; \
+         POST /ports {}; DELETE /ports {}",
         s0.rx_packets + s1.rx_packets,
-        s0.tx_drops + s1.tx_drops
+        s0.tx_drops + s1.tx_drops,
+        ms(&add_times),
+        ms(&del_times)
     );
 
     let free = d.wait_mempool_free(free_at_start, Duration::from_secs(5));
@@ -248,5 +263,104 @@ fn two_pods_on_a_bridge_built_at_runtime_exchange_traffic() {
     pod_b.quit().expect("pod b quits");
     let free = d.wait_mempool_free(free_at_start, Duration::from_secs(5));
     assert_eq!(free, free_at_start, "buffers leaked");
+    d.stop();
+}
+
+/// The CLI drives the same API: `podwire bridge add`, `port add|list|show|del`,
+/// `xconnect add|list|del`, `bridge attach|detach|del`, `stats --watch`, `reload`,
+/// with the daemon's one-sentence errors passed on and a non-zero exit.
+#[test]
+fn the_cli_drives_runtime_changes() {
+    use std::process::Command;
+    let dir = TempDir::kept_on_failure("runtime-cli");
+    let d = Daemon::start(&dir, &base_config(""), &[]);
+    let ctl = d.control.display().to_string();
+    let run = |args: &[&str]| {
+        let out = Command::new(common::daemon::BIN).args(args).output().expect("run podwire");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let sock = |n: &str| dir.join(format!("{n}.sock")).display().to_string();
+    let ok = |args: &[&str], want: &str| {
+        let (success, text) = run(args);
+        assert!(success && text.contains(want), "{args:?}: {text}");
+        text
+    };
+    ok(&["bridge", "add", "br0", "--mac-age-secs", "30", "--socket", &ctl], "bridge br0 created");
+    let (s1, s2, s3) = (sock("v1"), sock("v2"), sock("v3"));
+    ok(
+        &[
+            "port",
+            "add",
+            "v1",
+            "--type",
+            "vhost-user",
+            "--socket",
+            &s1,
+            "--bridge",
+            "br0",
+            "--trunk",
+            "10,20",
+            "--control",
+            &ctl,
+        ],
+        "bridge br0 trunk 10,20",
+    );
+    ok(
+        &["port", "add", "v2", "--type", "vhost-user", "--socket", &s2, "--control", &ctl],
+        "not attached yet",
+    );
+    let body = format!("{{\"type\":\"vhost-user\",\"socket\":\"{s3}\",\"queues\":2}}");
+    ok(&["port", "add", "v3", "--json", &body, "--control", &ctl], "port v3 added");
+    ok(&["xconnect", "add", "v2", "v3", "--control", &ctl], "cross-connect v2 <-> v3 added");
+    ok(&["xconnect", "list", "--socket", &ctl], "v2 <-> v3");
+    let list = ok(&["port", "list", "--control", &ctl], "xconnect v3");
+    assert!(list.contains("bridge br0 trunk 10,20") && list.lines().count() == 4, "{list}");
+    let show = ok(&["port", "show", "v3", "--json", "--control", &ctl], "\"queues\":2");
+    assert!(show.contains("\"xconnect\":\"v2\""), "{show}");
+    ok(&["bridge", "list", "--socket", &ctl], "v1(trunk 10,20)");
+    ok(&["stats", "--socket", &ctl, "--json"], "\"mempool\"");
+    // --watch prints a table per interval until stopped; two samples then a timeout.
+    let out = Command::new("timeout")
+        .args(["1.5", common::daemon::BIN, "stats", "--watch", "0.5", "--socket", &ctl])
+        .output()
+        .expect("timeout(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.matches("RX-PPS").count() >= 2 && text.contains("v3"), "{text}");
+
+    // Errors: the daemon's sentence, non-zero exit.
+    let (success, text) =
+        run(&["port", "add", "v4", "--type", "vhost-user", "--socket", &s1, "--control", &ctl]);
+    assert!(!success && text.contains("in use by port \"v1\"") && text.contains("409"), "{text}");
+    let (success, text) = run(&[
+        "port",
+        "add",
+        "v4",
+        "--type",
+        "vhost-user",
+        "--socket",
+        &sock("v4"),
+        "--queues",
+        "0",
+        "--control",
+        &ctl,
+    ]);
+    assert!(!success && text.contains("queues: 0 is out of range"), "{text}");
+    let (success, text) = run(&["bridge", "del", "br0", "--socket", &ctl]);
+    assert!(!success && text.contains("still has ports (v1)"), "{text}");
+    let (success, text) = run(&["port", "add", "--type", "vhost-user", "--control", &ctl]);
+    assert!(!success && text.contains("give the port's name"), "{text}");
+
+    ok(&["bridge", "detach", "br0", "v1", "--socket", &ctl], "left bridge br0");
+    ok(&["bridge", "attach", "br0", "v1", "--vlan", "7", "--socket", &ctl], "joined bridge br0");
+    ok(&["xconnect", "del", "v3", "--socket", &ctl], "removed");
+    for p in ["v1", "v2", "v3"] {
+        ok(&["port", "del", p, "--control", &ctl], &format!("port {p} removed"));
+    }
+    ok(&["bridge", "del", "br0", "--socket", &ctl], "bridge br0 deleted");
+    ok(&["port", "list", "--control", &ctl], "(no ports)");
+    ok(&["reload", "--socket", &ctl], "config reloaded: added -; removed -; changed -");
+    assert!(!dir.join("v1.sock").exists() && !dir.join("v3.sock").exists());
     d.stop();
 }
