@@ -36,8 +36,13 @@ const CNI_DIR: &str = "/usr/lib/cni";
 /// refused when older than its sources.
 fn plugin() -> PathBuf {
     let target = Path::new(BIN).parent().and_then(Path::parent).expect("target dir");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("cni");
-    let newest_src = newest_mtime(&src);
+    let cni = Path::new(env!("CARGO_MANIFEST_DIR")).join("cni");
+    // Only what the binary is built from (cargo does not rebuild for a README).
+    let newest_src = newest_mtime(&cni.join("src")).max(
+        std::fs::metadata(cni.join("Cargo.toml"))
+            .and_then(|m| m.modified())
+            .unwrap_or(SystemTime::UNIX_EPOCH),
+    );
     let mut found = Vec::new();
     for profile in ["debug", "release"] {
         let p = target.join(profile).join("podwire-cni");
@@ -48,7 +53,7 @@ fn plugin() -> PathBuf {
     found.sort();
     match found.pop() {
         Some((m, p)) if m >= newest_src => p,
-        Some((_, p)) => panic!("{} is older than cni/: run `cargo build -p podwire-cni` (scripts/test.sh builds it)", p.display()),
+        Some((_, p)) => panic!("{} is older than cni/src: run `cargo build -p podwire-cni` (scripts/test.sh builds it)", p.display()),
         None => panic!("podwire-cni is not built: run `cargo build -p podwire-cni` (scripts/test.sh builds it)"),
     }
 }
@@ -60,9 +65,7 @@ fn newest_mtime(dir: &Path) -> SystemTime {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let p = e.path();
             if p.is_dir() {
-                if p.file_name().is_some_and(|n| n != "tests") {
-                    stack.push(p);
-                }
+                stack.push(p);
             } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
                 newest = newest.max(m);
             }
