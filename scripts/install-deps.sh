@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything podwire's tests, benchmarks and demo need on a fresh Debian
 # bookworm machine: the bookworm-backports apt source, DPDK's testpmd with the PMDs the
-# tests load (vhost, virtio-user, pcap, af_xdp), QEMU 10, the CNI plugins, 2 MiB
-# hugepages and the hugetlbfs mount. Idempotent: a second run changes nothing and
-# takes about a second. Needs root.
+# tests load (vhost, virtio-user, pcap, af_xdp), QEMU 10, the CNI plugins (host-local
+# IPAM), the Kubernetes manifest validator, 2 MiB hugepages and the hugetlbfs mount.
+# Idempotent: a second run changes nothing and takes about a second. Needs root.
 #
 # Environment: PODWIRE_HUGEPAGES (default 1024) = how many 2 MiB pages to reserve.
 set -euo pipefail
@@ -64,7 +64,7 @@ pkgs=(
   dpdk dpdk-dev librte-net-vhost23 librte-net-virtio23 librte-net-pcap23
   librte-net-af-xdp23 librte-mempool-ring23
   containernetworking-plugins busybox-static iproute2 iputils-ping tcpdump ethtool
-  xz-utils curl procps psmisc coreutils util-linux ca-certificates
+  xz-utils curl procps psmisc coreutils util-linux ca-certificates python3-venv openssl
 )
 apt_opts=(-y -q -o DPkg::Lock::Timeout=600 --no-install-recommends)
 export DEBIAN_FRONTEND=noninteractive
@@ -97,6 +97,19 @@ fi
 command -v dpdk-testpmd >/dev/null || die "dpdk-testpmd still missing after installing dpdk-dev"
 qemu_ok || die "qemu-system-x86_64 >= 10 missing after installing it from bookworm-backports"
 [ -x /usr/lib/cni/host-local ] || die "/usr/lib/cni/host-local missing (containernetworking-plugins)"
+
+# ---------------------------------------------------------------- manifest validator
+# cni/tests/deploy_manifests.rs validates deploy/ offline with kubernetes-validate
+# (PyPI; it bundles the Kubernetes API schemas, and brings PyYAML and jsonschema) in a
+# venv of its own, so the system Python stays untouched.
+tools=/opt/podwire-tools
+kv_version=1.37.0
+if ! "$tools/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$kv_version"; then
+  log "installing kubernetes-validate $kv_version into $tools"
+  /usr/bin/python3 -m venv "$tools"
+  "$tools/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$kv_version"
+fi
+"$tools/bin/kubernetes-validate" --version >/dev/null || die "kubernetes-validate missing in $tools"
 
 # ---------------------------------------------------------------- hugepages
 want=${PODWIRE_HUGEPAGES:-2048}
