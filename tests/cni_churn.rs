@@ -192,7 +192,11 @@ fn tear_down(cni: &Cni, mut b: Batch, rng: &mut Rng, fig: &mut Figures) {
         fig.dels.push(took);
         if took > Duration::from_secs(1) {
             let how = if n < live { "under traffic" } else { "after the SIGKILL" };
-            eprintln!("slow DEL {} ({how}): {took:?}", b.pods[i].cid);
+            eprintln!(
+                "slow DEL {} ({how}): {took:?}; its steps:\n{}",
+                b.pods[i].cid,
+                last_call_log(cni, &b.pods[i].cid)
+            );
         }
         if n < live {
             fig.live_dels += 1;
@@ -208,6 +212,16 @@ fn tear_down(cni: &Cni, mut b: Batch, rng: &mut Rng, fig: &mut Figures) {
         b.index,
         b.pods.len() - live
     );
+}
+
+/// The plugin's log lines (timestamped steps) of the last call that named `cid`.
+fn last_call_log(cni: &Cni, cid: &str) -> String {
+    let log = cni.log();
+    let tag = |l: &str| l.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let Some(last) = log.lines().rev().find(|l| l.contains(cid)).map(tag) else {
+        return String::new();
+    };
+    log.lines().filter(|l| tag(l) == last).collect::<Vec<_>>().join("\n")
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -230,7 +244,8 @@ fn a_hundred_pods_come_and_go_through_the_plugin_while_a_steady_pair_forwards() 
     let mut cni = Cni::new(&root, "10.215.9.0/24");
     cni.conf["name"] = json!(NETWORK);
     cni.conf["host"]["bridge"]["bridgeName"] = json!(BRIDGE);
-    cni.conf["logLevel"] = json!("info");
+    // Debug: every step timestamped, printed for a slow DEL.
+    cni.conf["logLevel"] = json!("debug");
 
     // The steady pair, circulating before the churn starts.
     let mut steady = Pod::start(PodConfig::new(&[&a, &b]).on_cpu(POD_CPU)).expect("steady pod");
