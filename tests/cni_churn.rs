@@ -14,8 +14,8 @@
 //!   `socketPath` and with the `mac` of that pod's CNI result (so a batch's pods
 //!   share one network namespace, the `CNI_NETNS` of their ADDs). Ports 2k and 2k+1
 //!   of a batch are a pair: each sends one burst to the other's MAC (`set eth-peer`,
-//!   `start tx_first 1`) and io forwarding keeps them bouncing through the bridge.
-//!   The test waits until every churn pod has received traffic.
+//!   `start tx_first 1`) and macswap forwarding sends every frame back to its sender
+//!   through the bridge. The test waits until every churn pod has received traffic.
 //! - **Order**: batches overlap (between 1 and 3 are live at once, chosen at random)
 //!   and the batch torn down is a random live one. Tearing down a batch DELs a random
 //!   number of its pods, in random order, while testpmd still forwards on them (the
@@ -142,7 +142,17 @@ fn start_batch(cni: &Cni, index: usize, fig: &mut Figures) -> Batch {
         let mac = iface["mac"].as_str().expect("mac").to_owned();
         pods.push(ChurnPod { cid, socket, mac });
     }
-    let mut cfg = PodConfig::default().on_cpu(POD_CPU).netns(ns.0.clone()).mem_mb(128);
+    // macswap on each port by itself (loop topology): a frame goes back out of the
+    // port it came in on, addressed to its sender, so every frame a port sends
+    // carries that port's own MAC once the first flood is answered. (io forwarding
+    // between two ports would be a loop in the bridge: every flood, e.g. after a
+    // partner's port was deleted, would come back in and be flooded again.)
+    let mut cfg = PodConfig::default()
+        .on_cpu(POD_CPU)
+        .netns(ns.0.clone())
+        .mem_mb(128)
+        .forward_mode("macswap")
+        .arg("--port-topology=loop");
     cfg.rxd = 256;
     cfg.txd = 256;
     cfg.total_num_mbufs = 8192;
@@ -343,6 +353,7 @@ fn a_hundred_pods_come_and_go_through_the_plugin_while_a_steady_pair_forwards() 
         ms(&dels, 0.99),
         began.elapsed().as_secs_f64()
     );
+    eprintln!("bridge {BRIDGE} counters: {}", br["counters"]);
     steady.quit().expect("steady pod quits");
     let log = d.stop();
     assert!(!log.contains("panicked"), "{log}");
