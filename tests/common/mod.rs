@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests (`mod common;`).
+pub mod cni;
 pub mod daemon;
 pub mod netns;
 pub mod qemu;

@@ -1,7 +1,7 @@
 //! [`VhostUserPort`]: the Port the worker polls, and the control thread that serves
 //! its socket (server or client mode, reconnecting forever).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -61,6 +61,9 @@ pub struct VhostUserPort {
     /// Indexed by vring: even = guest rx (we enqueue), odd = guest tx (we dequeue).
     rings: Vec<Option<Ring>>,
     stop: Arc<AtomicBool>,
+    /// Written on drop so that the control thread, blocked in `poll`, sees `stop` at
+    /// once rather than at its next poll timeout.
+    wake: Arc<OwnedFd>,
     control: Option<JoinHandle<()>>,
     socket: PathBuf,
     owns_socket: bool,
@@ -83,6 +86,7 @@ impl VhostUserPort {
         let handoff = Arc::new(Handoff::new(vrings));
         let counters = PortCounters::new(cfg.queues);
         let stop = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(new_eventfd()?);
         let listener = match cfg.mode {
             SocketMode::Server => Some(bind_socket(&cfg)?),
             SocketMode::Client => None,
@@ -95,6 +99,7 @@ impl VhostUserPort {
             handoff: handoff.clone(),
             counters: counters.clone(),
             stop: stop.clone(),
+            wake: wake.clone(),
         };
         let control = std::thread::Builder::new()
             .name(format!("vhost-{}", cfg.name))
@@ -118,6 +123,7 @@ impl VhostUserPort {
             seen_epoch: 0,
             rings: (0..vrings).map(|_| None).collect(),
             stop,
+            wake,
             control: Some(control),
             socket: cfg.socket,
             owns_socket: cfg.mode == SocketMode::Server,
@@ -168,6 +174,7 @@ impl VhostUserPort {
 impl Drop for VhostUserPort {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        wake_up(&self.wake);
         // Nobody polls any more: the control thread must not wait for this side.
         self.handoff.attached.store(false, Ordering::Release);
         // The control thread waits for this worker side to acknowledge ring changes;
@@ -313,6 +320,8 @@ struct Control {
     handoff: Arc<Handoff>,
     counters: Arc<PortCounters>,
     stop: Arc<AtomicBool>,
+    /// Readable once the port is dropped (see [`VhostUserPort`]'s `wake`).
+    wake: Arc<OwnedFd>,
 }
 
 const POLL_MS: i32 = 50;
@@ -354,15 +363,21 @@ impl Control {
         }
     }
 
+    /// Sleeps `d`, or less when the port is dropped meanwhile.
     fn sleep(&self, d: Duration) {
         let end = std::time::Instant::now() + d;
-        while !self.stop.load(Ordering::Acquire) && std::time::Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(10));
+        while !self.stop.load(Ordering::Acquire) {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            poll_readable(self.wake.as_raw_fd(), self.wake.as_raw_fd(), ms);
         }
     }
 
     fn accept(&self, l: &UnixListener) -> Option<UnixStream> {
-        if !poll_readable(l.as_raw_fd(), POLL_MS) {
+        if !poll_readable(l.as_raw_fd(), self.wake.as_raw_fd(), POLL_MS) {
             return None;
         }
         match l.accept() {
@@ -394,7 +409,7 @@ impl Control {
                     "the frontend truncated its memory file under podwire".into(),
                 ));
             }
-            if !poll_readable(conn.socket().as_raw_fd(), POLL_MS) {
+            if !poll_readable(conn.socket().as_raw_fd(), self.wake.as_raw_fd(), POLL_MS) {
                 continue;
             }
             let msg = match conn.recv() {
@@ -418,12 +433,35 @@ impl Control {
     }
 }
 
-/// Waits up to `ms` for `fd` to become readable (or hung up).
-fn poll_readable(fd: i32, ms: i32) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one valid pollfd on the stack.
-    let n = unsafe { libc::poll(&mut p, 1, ms) };
-    n > 0
+/// Waits up to `ms` for `fd` to become readable (or hung up); returns early, with
+/// `false`, when `wake` becomes readable (the port is being dropped).
+fn poll_readable(fd: i32, wake: i32, ms: i32) -> bool {
+    let mut p = [
+        libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: wake, events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: two valid pollfds in an array on the stack, their count passed.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    n > 0 && p[1].revents == 0 && p[0].revents != 0
+}
+
+/// A non-blocking eventfd, counter 0: the control thread's wake-up call.
+fn new_eventfd() -> Result<OwnedFd, VhostError> {
+    // SAFETY: eventfd has no memory-safety preconditions.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(VhostError::io("eventfd", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by eventfd and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `wake` readable for good (its counter is never read back).
+fn wake_up(wake: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd we own. A failure (counter
+    // full, which cannot happen with one write per port) leaves it readable anyway.
+    unsafe { libc::write(wake.as_raw_fd(), (&one as *const u64).cast(), 8) };
 }
 
 /// Whether `path` names a socket file.
@@ -451,6 +489,54 @@ mod tests {
         let d = std::env::temp_dir().join(format!("pw-sock-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    /// Regression: dropping a port used to wait for its control thread's next poll
+    /// timeout (50 ms) before the thread saw `stop`, which made `DELETE /ports` take
+    /// ~40 ms. The wake eventfd ends a poll at once, however long its timeout.
+    #[test]
+    fn the_wake_eventfd_ends_a_poll_without_timeout() {
+        let d = dir("wake");
+        let l = bind_socket(&cfg(&d.join("w.sock"))).unwrap();
+        let wake = Arc::new(new_eventfd().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = wake.clone();
+        let fd = l.as_raw_fd();
+        let t = std::thread::spawn(move || {
+            // -1: no timeout at all; only the wake-up (or a connection) ends it.
+            tx.send(poll_readable(fd, w.as_raw_fd(), -1)).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        wake_up(&wake);
+        let readable = rx.recv_timeout(Duration::from_secs(30)).expect("poll ended by the wake-up");
+        assert!(!readable, "a wake-up is not a connection");
+        t.join().unwrap();
+        // Once woken, it stays woken: later polls return at once too.
+        assert!(!poll_readable(fd, wake.as_raw_fd(), -1));
+        drop(l);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A dropped port's control thread ends although it waits in `poll` with a long
+    /// timeout, serving a connected frontend that sends nothing.
+    #[test]
+    fn dropping_a_port_with_an_idle_frontend_ends_its_control_thread() {
+        let d = dir("dropidle");
+        let path = d.join("i.sock");
+        let pool =
+            Mempool::small_pages(podwire_driver::MempoolConfig { count: 64, ..Default::default() })
+                .expect("pool");
+        let port = VhostUserPort::new(cfg(&path), pool).expect("port");
+        let _frontend = UnixStream::connect(&path).expect("connect");
+        std::thread::sleep(Duration::from_millis(20));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(port);
+            tx.send(()).unwrap();
+        });
+        rx.recv_timeout(Duration::from_secs(30)).expect("drop returned");
+        assert!(!path.exists(), "socket removed");
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
