@@ -200,6 +200,9 @@ fn churn_cycle(d: &Daemon, dir: &Path, pod: bool) {
     }
 }
 
+/// A resource check: name, how to read it from a sample, tolerated growth.
+type Check = (&'static str, fn(&Sample) -> u64, u64);
+
 /// Largest value of `f` over `v`.
 fn max_of(v: &[Sample], f: impl Fn(&Sample) -> u64) -> u64 {
     v.iter().map(f).max().unwrap_or(0)
@@ -297,7 +300,7 @@ fn main() {
             after.len()
         ));
     }
-    let checks: [(&str, fn(&Sample) -> u64, u64); 4] = [
+    let checks: [Check; 4] = [
         ("RSS (KiB)", |s| s.rss_kib, 4096),
         ("open fds", |s| s.fds, 2),
         ("hugepage memory (KiB)", |s| s.hugetlb_kib, 0),
