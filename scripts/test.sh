@@ -58,6 +58,9 @@ step build-release cargo build --release --workspace
 step unit-tests cargo test --workspace --lib --bins
 step integration-tests cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1
 step doc-tests cargo test --workspace --doc
+# Two minutes of mixed traffic and port churn; fails if RSS, fds, hugepage memory or
+# buffers held grow after the warm-up (benches/soak.rs).
+step soak cargo bench --bench soak -- --duration 120
 
 # Count test results over the test steps.
 passed=0
