@@ -532,8 +532,12 @@ impl PackedRing {
                     self.collect(at, true)?;
                 }
                 let len = (c.cap as usize).min(need - off);
-                let [a, b] = super::split_range(&hdr[..hdr_len], data, off, len);
-                self.segs.scatter(&[a, b]);
+                let [h, d] = super::split_range(&hdr[..hdr_len], data, off, len);
+                if h.len() == hdr_len {
+                    self.segs.scatter_hdr(h, d);
+                } else {
+                    self.segs.scatter(&[h, d]);
+                }
                 self.push_used(c.id, len as u32, c.count);
                 self.advance_avail(c.count);
                 moved = moved.wrapping_add(c.count);

@@ -416,7 +416,7 @@ impl SplitRing {
             let cap = self.segs.total() as usize;
             if cap >= need {
                 let hdr = net_hdr(hdr_len, 1);
-                self.segs.scatter(&[&hdr[..hdr_len], data]);
+                self.segs.scatter_hdr(&hdr[..hdr_len], data);
                 self.write_used(head, need as u32);
                 self.last_avail = self.last_avail.wrapping_add(1);
             } else if !self.p.mrg_rxbuf {
@@ -449,8 +449,12 @@ impl SplitRing {
                 for &(h, cap) in &heads[..n] {
                     self.collect(h, true)?;
                     let len = (cap as usize).min(need - off);
-                    let parts = super::split_range(&hdr[..hdr_len], data, off, len);
-                    self.segs.scatter(&parts);
+                    let [hp, dp] = super::split_range(&hdr[..hdr_len], data, off, len);
+                    if hp.len() == hdr_len {
+                        self.segs.scatter_hdr(hp, dp);
+                    } else {
+                        self.segs.scatter(&[hp, dp]);
+                    }
                     self.write_used(h, len as u32);
                     off += len;
                 }
