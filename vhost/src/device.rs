@@ -382,6 +382,7 @@ impl Device {
                 vring = i,
                 size = v.num,
                 layout = if packed { "packed" } else { "split" },
+                in_order = self.features & feat::F_IN_ORDER != 0,
                 "vring started"
             );
             self.vrings[i].running = true;
