@@ -10,6 +10,15 @@
 //! drifts between fast and slow states; only pairs taken back to back compare), plus
 //! the hugepage memory each switch holds.
 //!
+//! The `64-bridge` case adds a third switch: podwire with the two ports on an L2
+//! bridge (MAC learning on) instead of the cross-connect. The pod (the same for all
+//! three switches of that case, io forwarding) gets fixed port MACs (`mac=` devarg)
+//! and sends to the other port's MAC (`--eth-peer`): frames from pod port 0 (source
+//! M0, destination M1) always enter the switch on socket a, those of port 1 (M1 to
+//! M0) on b, so after the first frames both addresses are learned and the bridge
+//! forwards learned unicast (its `forwarded` and `flooded` counters are printed to
+//! show it). The bridge/cross-connect ratio is printed beside podwire/DPDK.
+//!
 //! `cargo bench --bench pvp -- --help` for the flags. Needs root, hugepages and
 //! `dpdk-testpmd` (scripts/install-deps.sh).
 
@@ -39,10 +48,12 @@ options:
                        64-split-mrg0  64-byte frames, split ring, mrg_rxbuf=0
                        64-packed      64-byte frames, packed ring
                        1500-split     1500-byte frames, split ring
+                       64-bridge      64-byte frames, split ring, pod sending to learned
+                                      MACs: podwire cross-connect, podwire L2 bridge, DPDK
   --runs N           runs per case and switch (default 3)
   --duration SECS    measurement window (default 5)
   --warmup SECS      warm-up after start tx_first (default 2)
-  --only WHICH       dpdk | podwire | both (default both)
+  --only WHICH       dpdk | podwire | both (default both; podwire includes the bridge)
   --podwire PATH     podwire binary (default: the one cargo built, target/release/podwire)
   --switch-cpu N     core of the switch (default 0)
   --pod-cpu N        core of the pod (default 1)
@@ -53,8 +64,11 @@ matches none, e.g. one meant for another bench, runs nothing).";
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Which {
+    /// podwire cross-connecting the two ports.
     Podwire = 0,
     Dpdk = 1,
+    /// podwire with the two ports on an L2 bridge.
+    Bridge = 2,
 }
 
 impl Which {
@@ -62,6 +76,7 @@ impl Which {
         match self {
             Which::Dpdk => "DPDK",
             Which::Podwire => "podwire",
+            Which::Bridge => "bridge",
         }
     }
 }
@@ -72,6 +87,9 @@ struct Case {
     frame: u32,
     packed: bool,
     mrg_rxbuf: bool,
+    /// Also run podwire's bridge; the pod's ports then have fixed MACs and send to
+    /// each other's.
+    bridge: bool,
 }
 
 const CASES: &[Case] = &[
@@ -81,6 +99,7 @@ const CASES: &[Case] = &[
         frame: 64,
         packed: false,
         mrg_rxbuf: true,
+        bridge: false,
     },
     Case {
         name: "64-split-mrg0",
@@ -88,14 +107,31 @@ const CASES: &[Case] = &[
         frame: 64,
         packed: false,
         mrg_rxbuf: false,
+        bridge: false,
     },
-    Case { name: "64-packed", what: "64 B packed", frame: 64, packed: true, mrg_rxbuf: true },
+    Case {
+        name: "64-packed",
+        what: "64 B packed",
+        frame: 64,
+        packed: true,
+        mrg_rxbuf: true,
+        bridge: false,
+    },
     Case {
         name: "1500-split",
         what: "1500 B split mrg_rxbuf=1",
         frame: 1500,
         packed: false,
         mrg_rxbuf: true,
+        bridge: false,
+    },
+    Case {
+        name: "64-bridge",
+        what: "64 B split, bridge MACs",
+        frame: 64,
+        packed: false,
+        mrg_rxbuf: true,
+        bridge: true,
     },
 ];
 
@@ -192,7 +228,13 @@ struct PodwireSwitch {
 }
 
 impl PodwireSwitch {
-    fn start(bin: &Path, dir: &Path, socks: &[PathBuf], cpu: usize) -> BoxResult<Self> {
+    fn start(
+        bin: &Path,
+        dir: &Path,
+        socks: &[PathBuf],
+        cpu: usize,
+        bridge: bool,
+    ) -> BoxResult<Self> {
         if !bin.is_file() {
             return Err(format!(
                 "podwire binary {} not found: cargo build --release, or pass --podwire PATH",
@@ -213,7 +255,11 @@ impl PodwireSwitch {
                 s.display()
             )?;
         }
-        cfg.push_str("[[xconnect]]\nports = [\"p0\", \"p1\"]\n");
+        if bridge {
+            cfg.push_str("[[bridge]]\nname = \"br0\"\nports = [\"p0\", \"p1\"]\n");
+        } else {
+            cfg.push_str("[[xconnect]]\nports = [\"p0\", \"p1\"]\n");
+        }
         let child = spawn_podwire(bin, dir, &cfg)?;
         let mut sw = PodwireSwitch { child, dir: dir.to_path_buf(), control, exited: false };
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -250,8 +296,26 @@ impl PodwireSwitch {
 
     /// Sum of rx_packets over all ports, from `podwire stats --json`.
     fn rx_packets_total(&self, bin: &Path) -> BoxResult<u64> {
+        let v = self.query(bin, &["stats"])?;
+        let ports = v["ports"].as_array().ok_or("podwire stats --json: no \"ports\" array")?;
+        Ok(ports.iter().filter_map(|p| p["rx_packets"].as_u64()).sum())
+    }
+
+    /// The first bridge's `forwarded` and `flooded` counters.
+    fn bridge_counters(&self, bin: &Path) -> BoxResult<(u64, u64)> {
+        let v = self.query(bin, &["bridge", "list"])?;
+        let c = &v["bridges"][0]["counters"];
+        match (c["forwarded"].as_u64(), c["flooded"].as_u64()) {
+            (Some(f), Some(fl)) => Ok((f, fl)),
+            _ => Err(format!("podwire bridge list --json: no counters in {v}").into()),
+        }
+    }
+
+    /// Runs `podwire ARGS --socket CONTROL --json` and parses its output.
+    fn query(&self, bin: &Path, args: &[&str]) -> BoxResult<serde_json::Value> {
         let mut c = Command::new(bin)
-            .args(["stats", "--socket"])
+            .args(args)
+            .arg("--socket")
             .arg(&self.control)
             .arg("--json")
             .stdout(Stdio::piped())
@@ -265,21 +329,19 @@ impl PodwireSwitch {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
-                return Err("podwire stats did not answer within 5 s".into());
+                return Err(format!("podwire {args:?} did not answer within 5 s").into());
             }
             thread::sleep(Duration::from_millis(5));
         }
         let out = c.wait_with_output()?;
         if !out.status.success() {
             return Err(format!(
-                "podwire stats failed: {}",
+                "podwire {args:?} failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )
             .into());
         }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        let ports = v["ports"].as_array().ok_or("podwire stats --json: no \"ports\" array")?;
-        Ok(ports.iter().filter_map(|p| p["rx_packets"].as_u64()).sum())
+        Ok(serde_json::from_slice(&out.stdout)?)
     }
 
     fn stop(&mut self) -> BoxResult<()> {
@@ -324,8 +386,8 @@ impl Switch {
             Which::Dpdk => {
                 Switch::Dpdk(ReferenceSwitch::start(SwitchConfig::new(socks).on_cpu(o.switch_cpu))?)
             }
-            Which::Podwire => Switch::Podwire(
-                PodwireSwitch::start(&o.podwire, dir, socks, o.switch_cpu)?,
+            Which::Podwire | Which::Bridge => Switch::Podwire(
+                PodwireSwitch::start(&o.podwire, dir, socks, o.switch_cpu, which == Which::Bridge)?,
                 o.podwire.clone(),
             ),
         })
@@ -334,6 +396,13 @@ impl Switch {
         match self {
             Switch::Dpdk(s) => Ok(s.rx_packets_total()?),
             Switch::Podwire(s, bin) => s.rx_packets_total(bin),
+        }
+    }
+    /// podwire bridge only: (forwarded, flooded).
+    fn bridge_counters(&self) -> Option<(u64, u64)> {
+        match self {
+            Switch::Podwire(s, bin) => s.bridge_counters(bin).ok(),
+            Switch::Dpdk(_) => None,
         }
     }
     fn pid(&self) -> u32 {
@@ -356,18 +425,42 @@ struct Sample {
     own_hugepage_kib: u64,
     /// Drop in HugePages_Free while the switch started (2 MiB pages).
     hugepages_taken: i64,
+    /// Bridge only: frames forwarded to a learned port, and flooded, over the run.
+    bridge: Option<(u64, u64)>,
 }
+
+/// The pod's port MACs in the bridge case.
+const POD_MACS: [&str; 2] = ["02:00:00:00:0a:00", "02:00:00:00:0a:01"];
 
 fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample> {
     let socks = [dir.join("a.sock"), dir.join("b.sock")];
     let free_before = testpmd::hugepages_free() as i64;
     let mut sw = Switch::start(which, o, dir, &socks)?;
     let free_after = testpmd::hugepages_free() as i64;
-    let pod_cfg = PodConfig::new(&socks)
+    let mut pod_cfg = PodConfig::new(&socks)
         .on_cpu(o.pod_cpu)
         .packed_vq(case.packed)
         .mrg_rxbuf(case.mrg_rxbuf)
         .txpkts(case.frame);
+    if case.bridge {
+        // Same ports, with fixed MACs, each sending to the other's MAC.
+        pod_cfg.ports = socks
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                testpmd::PodPort::Raw(format!(
+                    "net_virtio_user{i},path={},queues=1,queue_size={},mrg_rxbuf={},mac={}",
+                    s.display(),
+                    pod_cfg.queue_size,
+                    case.mrg_rxbuf as u8,
+                    POD_MACS[i]
+                ))
+            })
+            .collect();
+        pod_cfg = pod_cfg
+            .arg(format!("--eth-peer=0,{}", POD_MACS[1]))
+            .arg(format!("--eth-peer=1,{}", POD_MACS[0]));
+    }
     let mut pod = Pod::start(pod_cfg)?;
     pod.wait_links_up(Duration::from_secs(15))?;
     pod.start_tx_first(32)?;
@@ -378,6 +471,11 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
     let c1 = sw.rx_packets_total()?;
     let secs = t0.elapsed().as_secs_f64();
     let own = testpmd::hugepage_kib(sw.pid(), &[pod.prefix()]);
+    let bridge = if which == Which::Bridge {
+        Some(sw.bridge_counters().ok_or("podwire bridge list failed")?)
+    } else {
+        None
+    };
     pod.stop()?;
     pod.quit()?;
     sw.stop()?;
@@ -385,6 +483,7 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
         mpps: c1.saturating_sub(c0) as f64 / secs / 1e6,
         own_hugepage_kib: own,
         hugepages_taken: free_before - free_after,
+        bridge,
     })
 }
 
@@ -420,11 +519,15 @@ fn main() {
     let mut failures = 0;
     let mut rows = Vec::new();
     for case in &o.cases {
+        let mut switches = o.switches.clone();
+        if case.bridge && switches.contains(&Which::Podwire) {
+            switches.insert(1, Which::Bridge);
+        }
         // mpps[run][switch] (None = failed run)
-        let mut mpps: Vec<[Option<f64>; 2]> = vec![[None; 2]; o.runs];
-        let mut mem: [Option<(u64, i64)>; 2] = [None, None];
+        let mut mpps: Vec<[Option<f64>; 3]> = vec![[None; 3]; o.runs];
+        let mut mem: [Option<(u64, i64)>; 3] = [None; 3];
         for (run, slot) in mpps.iter_mut().enumerate() {
-            let mut order = o.switches.clone();
+            let mut order = switches.clone();
             if run % 2 == 1 {
                 order.reverse();
             }
@@ -432,8 +535,14 @@ fn main() {
                 let idx = which as usize;
                 match run_one(which, case, &o, &dir) {
                     Ok(s) => {
+                        let extra = match s.bridge {
+                            Some((fwd, flood)) => {
+                                format!(", bridge forwarded {fwd}, flooded {flood}")
+                            }
+                            None => String::new(),
+                        };
                         println!(
-                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (switch hugepages: {} MiB own, {} pages taken)",
+                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (switch hugepages: {} MiB own, {} pages taken{extra})",
                             case.name,
                             run + 1,
                             which.name(),
@@ -456,20 +565,30 @@ fn main() {
                 }
             }
         }
-        let ok = |i: usize| mpps.iter().filter_map(|r| r[i]).collect::<Vec<f64>>();
-        let ratios: Vec<f64> = mpps
-            .iter()
-            .filter_map(|r| match (r[Which::Podwire as usize], r[Which::Dpdk as usize]) {
-                (Some(p), Some(d)) if d > 0.0 => Some(p / d),
-                _ => None,
-            })
-            .collect();
+        let ok = |i: Which| mpps.iter().filter_map(|r| r[i as usize]).collect::<Vec<f64>>();
+        // Ratios of the pairs taken back to back in one run.
+        let ratios = |a: Which, b: Which| -> Vec<f64> {
+            mpps.iter()
+                .filter_map(|r| match (r[a as usize], r[b as usize]) {
+                    (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+                    _ => None,
+                })
+                .collect()
+        };
+        let bridge = case.bridge.then(|| {
+            (
+                min_med_max(&ok(Which::Bridge)),
+                min_med_max(&ratios(Which::Bridge, Which::Podwire)),
+                min_med_max(&ratios(Which::Bridge, Which::Dpdk)),
+            )
+        });
         rows.push((
             case.what,
-            min_med_max(&ok(Which::Podwire as usize)),
-            min_med_max(&ok(Which::Dpdk as usize)),
-            min_med_max(&ratios),
+            min_med_max(&ok(Which::Podwire)),
+            min_med_max(&ok(Which::Dpdk)),
+            min_med_max(&ratios(Which::Podwire, Which::Dpdk)),
             mem,
+            bridge,
         ));
     }
     println!();
@@ -477,12 +596,29 @@ fn main() {
         "{:<26} {:>24} {:>24} {:>24}",
         "case", "podwire Mpps min/med/max", "DPDK Mpps min/med/max", "ratio min/med/max"
     );
-    for (what, p, d, r, _) in &rows {
+    for (what, p, d, r, _, _) in &rows {
         println!("{what:<26} {:>24} {:>24} {:>24}", fmt3(*p, 2), fmt3(*d, 2), fmt3(*r, 3));
+    }
+    if rows.iter().any(|r| r.5.is_some()) {
+        println!();
+        println!(
+            "{:<26} {:>24} {:>24} {:>24}",
+            "case", "bridge Mpps min/med/max", "bridge/xconnect", "bridge/DPDK"
+        );
+        for (what, _, _, _, _, b) in &rows {
+            if let Some((m, rx, rd)) = b {
+                println!(
+                    "{what:<26} {:>24} {:>24} {:>24}",
+                    fmt3(*m, 2),
+                    fmt3(*rx, 3),
+                    fmt3(*rd, 3)
+                );
+            }
+        }
     }
     println!();
     println!("hugepage memory held by the switch (last run; excluding the pod memory it maps):");
-    for (what, _, _, _, mem) in &rows {
+    for (what, _, _, _, mem, _) in &rows {
         let f = |m: Option<(u64, i64)>| match m {
             Some((kib, pages)) => {
                 format!("{} MiB mapped, {} MiB taken from HugePages_Free", kib / 1024, pages * 2)

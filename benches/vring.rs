@@ -7,6 +7,10 @@
 //! A tiny in-process "frontend" refills the avail ring before every burst, and the
 //! enqueue figures include allocating and filling the 32 mempool buffers: both costs
 //! are the same in both variants. Run: `cargo bench --bench vring`.
+//!
+//! The `packed_*` groups run the same bursts through podwire's packed ring
+//! (`PackedRing`), with and without VIRTIO_F_IN_ORDER; no crate to compare with
+//! implements packed rings.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -17,6 +21,7 @@ use podwire_driver::port::QueueCounters;
 use podwire_driver::{Mempool, MempoolConfig, PacketBuf};
 use podwire_vhost::memory::{GuestMemory, RegionDesc};
 use podwire_vhost::proto::VringAddr;
+use podwire_vhost::ring::packed::PackedRing;
 use podwire_vhost::ring::split::SplitRing;
 use podwire_vhost::ring::RingParams;
 use virtio_queue::{Queue, QueueT};
@@ -101,19 +106,73 @@ fn memfd() -> OwnedFd {
     fd
 }
 
-fn podwire_ring(fd: &OwnedFd) -> SplitRing {
+fn ring_params(fd: &OwnedFd, in_order: bool) -> RingParams {
     let region = RegionDesc { guest_phys_addr: 0, size: MEM as u64, user_addr: 0, mmap_offset: 0 };
     let mem = GuestMemory::map(&[region], vec![fd.try_clone().unwrap()]).unwrap();
-    let params = RingParams {
+    RingParams {
         mem: Arc::new(mem),
         size: QSIZE,
         hdr_len: HDR,
         mrg_rxbuf: true,
         event_idx: false,
+        in_order,
         call: None,
-    };
+    }
+}
+
+fn podwire_ring(fd: &OwnedFd) -> SplitRing {
     let addr = VringAddr { index: 0, flags: 0, desc: DESC, used: USED, avail: AVAIL, log: 0 };
-    SplitRing::new(params, &addr, 0).unwrap()
+    SplitRing::new(ring_params(fd, false), &addr, 0).unwrap()
+}
+
+/// The frontend of a packed ring: descriptors `{addr, len, id, flags}` at DESC, the
+/// driver event area at AVAIL, the device event area at USED.
+struct PackedFrontend {
+    base: *mut u8,
+    write: bool,
+    idx: u16,
+    wrap: bool,
+}
+
+impl PackedFrontend {
+    fn new(fd: &OwnedFd, write: bool) -> Self {
+        // Reuse the split frontend's mapping and buffer fill; the descriptor table is
+        // rewritten by every post.
+        let fe = Frontend::new(fd, write);
+        PackedFrontend { base: fe.base, write, idx: 0, wrap: true }
+    }
+
+    /// Makes `n` more single-descriptor buffers available, flags last.
+    fn post(&mut self, n: usize) {
+        for _ in 0..n {
+            let i = self.idx as u64;
+            let d = (DESC + i * 16) as usize;
+            let addr = BUFS + i * BUF_LEN;
+            let len = if self.write { BUF_LEN as u32 } else { (HDR + PKT) as u32 };
+            let mut flags: u16 = if self.wrap { 1 << 7 } else { 1 << 15 };
+            if self.write {
+                flags |= 2;
+            }
+            // SAFETY: descriptor i lies inside the mapping, 16-aligned.
+            unsafe {
+                std::ptr::write_volatile(self.base.add(d).cast::<u64>(), addr);
+                std::ptr::write_volatile(self.base.add(d + 8).cast::<u32>(), len);
+                std::ptr::write_volatile(self.base.add(d + 12).cast::<u16>(), i as u16);
+                (*self.base.add(d + 14).cast::<AtomicU16>()).store(flags, Ordering::Release);
+            }
+            self.idx += 1;
+            if self.idx == QSIZE {
+                self.idx = 0;
+                self.wrap = !self.wrap;
+            }
+        }
+    }
+}
+
+fn packed_ring(fd: &OwnedFd, in_order: bool) -> PackedRing {
+    let addr = VringAddr { index: 0, flags: 0, desc: DESC, used: USED, avail: AVAIL, log: 0 };
+    // base: index 0, wrap counter 1.
+    PackedRing::new(ring_params(fd, in_order), &addr, 1 << 15).unwrap()
 }
 
 fn rustvmm_queue(fd: &OwnedFd) -> (Queue, GuestMemoryMmap) {
@@ -234,5 +293,46 @@ fn enqueue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dequeue, enqueue);
+fn packed(c: &mut Criterion) {
+    let pool = pool();
+    let counters = QueueCounters::default();
+    let mut g = c.benchmark_group("packed_dequeue_64B");
+    g.throughput(Throughput::Elements(BURST as u64));
+    for in_order in [false, true] {
+        let fd = memfd();
+        let mut fe = PackedFrontend::new(&fd, false);
+        let mut ring = packed_ring(&fd, in_order);
+        let mut out: Vec<PacketBuf> = Vec::with_capacity(BURST);
+        let name = if in_order { "podwire in_order" } else { "podwire" };
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                fe.post(BURST);
+                let n = ring.dequeue(&pool, &mut out, BURST, &counters).unwrap();
+                assert_eq!(n, BURST);
+                out.clear();
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("packed_enqueue_64B");
+    g.throughput(Throughput::Elements(BURST as u64));
+    let fd = memfd();
+    let mut fe = PackedFrontend::new(&fd, true);
+    let mut ring = packed_ring(&fd, false);
+    let mut bufs = Vec::with_capacity(BURST);
+    g.bench_function("podwire", |b| {
+        b.iter(|| {
+            pool.alloc_bulk(&mut bufs, BURST);
+            for buf in bufs.iter_mut() {
+                buf.copy_from(&[0xa5; PKT]);
+            }
+            fe.post(BURST);
+            assert_eq!(ring.enqueue(&mut bufs, &counters).unwrap(), BURST);
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, dequeue, enqueue, packed);
 criterion_main!(benches);

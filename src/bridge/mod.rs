@@ -6,8 +6,9 @@
 //! its per-port transmit vectors: the datapath takes no lock and allocates nothing
 //! on the heap (a flooded frame is copied into a buffer from the mempool's
 //! per-thread cache). Per packet the work beyond the port I/O is one learn probe for
-//! the source and one lookup for the destination; aging happens in
-//! [`Bridge::maintain`], called every few hundred poll rounds.
+//! the source and one lookup for the destination, skipped for a frame with the same
+//! addresses and VLAN as the one before it in the burst (it gets the same decision);
+//! aging happens in [`Bridge::maintain`], called every few hundred poll rounds.
 //!
 //! Frames are handled inside the bridge untagged, with their VLAN beside them: an
 //! access port (`vlan = N`, or VLAN 1 when nothing is configured) accepts untagged
@@ -411,6 +412,12 @@ impl Bridge {
         let n = self.members.len();
         let (mut fwd, mut flood, mut filtered, mut vdrop, mut runts) = (0u64, 0u64, 0, 0, 0);
         let (mut learned, mut moved, mut full, mut nobuf) = (0u64, 0u64, 0u64, 0u64);
+        // The previous frame's (dst, src, vid), where its destination was found, and
+        // whether its source found the table full. Frames of one flow come in runs
+        // within a burst: a frame with the same addresses and VLAN as the one before
+        // needs neither the learn probe (its source was just seen at this `now`) nor
+        // the lookup (the table has not changed since), only the same decision.
+        let mut prev: Option<(MacKey, MacKey, u16, Option<u16>, bool)> = None;
         for mut pkt in buf.drain(..) {
             let Some(h) = EthHeader::new_checked(pkt.data()) else {
                 runts += 1;
@@ -439,16 +446,34 @@ impl Bridge {
                     }
                 }
             };
-            if src & MAC_GROUP_BIT == 0 {
-                match self.table.learn(src, vid, from as u16, now) {
-                    Learned::Refreshed => {}
-                    Learned::New => learned += 1,
-                    Learned::Moved => moved += 1,
-                    Learned::Full => full += 1,
+            let known = match prev {
+                Some((d, sa, v, known, was_full)) if d == dst && sa == src && v == vid => {
+                    // Learning it again would find the table just as full.
+                    full += u64::from(was_full);
+                    known
                 }
-            }
-            let known =
-                if dst & MAC_GROUP_BIT == 0 { self.table.lookup(dst, vid, now) } else { None };
+                _ => {
+                    let mut was_full = false;
+                    if src & MAC_GROUP_BIT == 0 {
+                        match self.table.learn(src, vid, from as u16, now) {
+                            Learned::Refreshed => {}
+                            Learned::New => learned += 1,
+                            Learned::Moved => moved += 1,
+                            Learned::Full => {
+                                full += 1;
+                                was_full = true;
+                            }
+                        }
+                    }
+                    let known = if dst & MAC_GROUP_BIT == 0 {
+                        self.table.lookup(dst, vid, now)
+                    } else {
+                        None
+                    };
+                    prev = Some((dst, src, vid, known, was_full));
+                    known
+                }
+            };
             match known {
                 Some(p) if p as usize == from => filtered += 1,
                 Some(p) if (p as usize) < n => {

@@ -29,6 +29,7 @@ pub fn offered_features(queues: u16) -> u64 {
         | feat::RING_F_EVENT_IDX
         | feat::RING_F_INDIRECT_DESC
         | feat::F_RING_PACKED
+        | feat::F_IN_ORDER
         | feat::VHOST_USER_F_PROTOCOL_FEATURES;
     if queues > 1 {
         f |= feat::NET_F_MQ;
@@ -367,6 +368,7 @@ impl Device {
                 hdr_len: self.hdr_len(),
                 mrg_rxbuf: self.features & feat::NET_F_MRG_RXBUF != 0,
                 event_idx: self.features & feat::RING_F_EVENT_IDX != 0,
+                in_order: self.features & feat::F_IN_ORDER != 0,
                 call: v.call.clone(),
             };
             let base = self.handoff.bases[i].load(Ordering::Acquire);
@@ -380,6 +382,7 @@ impl Device {
                 vring = i,
                 size = v.num,
                 layout = if packed { "packed" } else { "split" },
+                in_order = self.features & feat::F_IN_ORDER != 0,
                 "vring started"
             );
             self.vrings[i].running = true;

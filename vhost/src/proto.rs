@@ -65,6 +65,7 @@ pub mod feat {
     pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
     pub const F_VERSION_1: u64 = 1 << 32;
     pub const F_RING_PACKED: u64 = 1 << 34;
+    pub const F_IN_ORDER: u64 = 1 << 35;
 }
 
 /// vhost-user protocol feature bits podwire knows.

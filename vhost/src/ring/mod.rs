@@ -92,6 +92,10 @@ pub struct RingParams {
     pub mrg_rxbuf: bool,
     /// Event index negotiated.
     pub event_idx: bool,
+    /// VIRTIO_F_IN_ORDER negotiated: buffers are used in the order they were made
+    /// available (podwire always does so), and the frontend accepts one used entry
+    /// for a whole batch of guest-tx buffers (the id of the batch's last one).
+    pub in_order: bool,
     /// The call eventfd (interrupt to the frontend), when it gave one.
     pub call: Option<Arc<OwnedFd>>,
 }

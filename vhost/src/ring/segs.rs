@@ -1,7 +1,7 @@
 //! A short list of host-memory segments that make up one guest buffer (a descriptor
 //! chain, after translation), with gather and scatter copies.
 
-use super::copy::copy_packet;
+use super::copy::{copy_packet, store_if_changed};
 use crate::error::RingError;
 
 /// Most segments one packet may span (chains longer than this are refused).
@@ -92,7 +92,29 @@ impl SegList {
     /// many bytes were written (stops when the segments are full).
     #[inline]
     pub fn scatter(&self, parts: &[&[u8]]) -> usize {
-        let (mut seg, mut seg_off, mut written) = (0usize, 0usize, 0usize);
+        self.scatter_from(0, 0, parts)
+    }
+
+    /// Like `scatter(&[hdr, data])` for a packet's virtio-net header (at most 16
+    /// bytes) and data, but the header bytes are stored only where the buffer does
+    /// not hold them already (see [`store_if_changed`]), when the first segment holds
+    /// the whole header.
+    #[inline]
+    pub fn scatter_hdr(&self, hdr: &[u8], data: &[u8]) -> usize {
+        if self.n == 0 || (self.len[0] as usize) < hdr.len() || hdr.len() > 16 {
+            return self.scatter(&[hdr, data]);
+        }
+        // SAFETY: segment 0 has len[0] >= hdr.len() writable bytes (checked when
+        // pushed), and guest memory does not overlap the header on our stack.
+        unsafe { store_if_changed(self.ptr[0], hdr) };
+        let (seg, off) = if self.len[0] as usize == hdr.len() { (1, 0) } else { (0, hdr.len()) };
+        hdr.len() + self.scatter_from(seg, off, &[data])
+    }
+
+    /// Writes `parts` from byte `seg_off` of segment `seg` on.
+    #[inline(always)]
+    fn scatter_from(&self, mut seg: usize, mut seg_off: usize, parts: &[&[u8]]) -> usize {
+        let mut written = 0usize;
         for part in parts {
             let mut src = *part;
             while !src.is_empty() && seg < self.n {
@@ -143,6 +165,33 @@ mod tests {
         assert_eq!(s.scatter(&[b"HH", b"abcdefgh"]), 7);
         assert_eq!(&a, b"HHa");
         assert_eq!(&b, b"bcde");
+    }
+
+    #[test]
+    fn scatter_hdr_writes_like_scatter_and_keeps_equal_header_bytes() {
+        let data = b"abcdefghij";
+        for first in [12usize, 14, 20] {
+            let mut a = vec![0u8; first];
+            let mut b = [0u8; 16];
+            let mut s = SegList::default();
+            s.push(a.as_mut_ptr(), first as u32).unwrap();
+            s.push(b.as_mut_ptr(), 16).unwrap();
+            let hdr = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+            assert_eq!(s.scatter_hdr(&hdr, data), 22, "first = {first}");
+            let mut all = a.clone();
+            all.extend_from_slice(&b);
+            assert_eq!(&all[..12], &hdr);
+            assert_eq!(&all[12..22], data);
+        }
+        // A first segment shorter than the header falls back to the plain copy.
+        let mut a = [0u8; 4];
+        let mut b = [0u8; 32];
+        let mut s = SegList::default();
+        s.push(a.as_mut_ptr(), 4).unwrap();
+        s.push(b.as_mut_ptr(), 32).unwrap();
+        assert_eq!(s.scatter_hdr(b"HHHHHHHHHHHH", b"xy"), 14);
+        assert_eq!(&a, b"HHHH");
+        assert_eq!(&b[..10], b"HHHHHHHHxy");
     }
 
     #[test]

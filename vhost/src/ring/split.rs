@@ -173,6 +173,14 @@ impl SplitRing {
         self.last_used = self.last_used.wrapping_add(1);
     }
 
+    /// In-order guest tx: one used entry (the last chain's head) stands for the
+    /// `count` chains completed since `last_used`.
+    #[inline(always)]
+    fn write_used_batch(&mut self, last_head: u16, count: u16) {
+        self.write_used(last_head, 0);
+        self.last_used = self.last_used.wrapping_add(count - 1);
+    }
+
     fn push_avail_event(&mut self) {
         // Far enough ahead that the frontend's index never reaches it: no kicks.
         let ev = self.last_avail.wrapping_add(0x7fff);
@@ -364,7 +372,14 @@ impl SplitRing {
                 }
                 None => bad += 1,
             }
-            self.write_used(head, 0);
+            if !self.p.in_order {
+                self.write_used(head, 0);
+            }
+        }
+        if self.p.in_order {
+            // In order: the frontend frees everything up to this entry's id, so the
+            // burst costs one used entry (one ring cache line) instead of `got`.
+            self.write_used_batch(self.batch.head[got - 1], got as u16);
         }
         out.truncate(kept);
         if self.p.event_idx && self.last_avail.wrapping_sub(self.event_base) > 0x4000 {
@@ -416,7 +431,7 @@ impl SplitRing {
             let cap = self.segs.total() as usize;
             if cap >= need {
                 let hdr = net_hdr(hdr_len, 1);
-                self.segs.scatter(&[&hdr[..hdr_len], data]);
+                self.segs.scatter_hdr(&hdr[..hdr_len], data);
                 self.write_used(head, need as u32);
                 self.last_avail = self.last_avail.wrapping_add(1);
             } else if !self.p.mrg_rxbuf {
@@ -449,8 +464,12 @@ impl SplitRing {
                 for &(h, cap) in &heads[..n] {
                     self.collect(h, true)?;
                     let len = (cap as usize).min(need - off);
-                    let parts = super::split_range(&hdr[..hdr_len], data, off, len);
-                    self.segs.scatter(&parts);
+                    let [hp, dp] = super::split_range(&hdr[..hdr_len], data, off, len);
+                    if hp.len() == hdr_len {
+                        self.segs.scatter_hdr(hp, dp);
+                    } else {
+                        self.segs.scatter(&[hp, dp]);
+                    }
                     self.write_used(h, len as u32);
                     off += len;
                 }
