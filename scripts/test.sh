@@ -3,7 +3,8 @@
 # prerequisites (scripts/install-deps.sh), then fmt, clippy, a release build (tests
 # that start the daemon use target/release/podwire), unit tests, integration tests
 # (one at a time: they start testpmd/QEMU peers that busy-poll the two cores and hold
-# hugepages) and doc tests. Runs every step even after a failure and prints a summary;
+# hugepages), doc tests, and the fuzz targets for a bounded time each
+# (scripts/fuzz.sh, fuzz/README.md). Runs every step even after a failure and prints a summary;
 # exits non-zero if any step failed. Needs root.
 #
 # Environment: PODWIRE_SKIP_DEPS=1 skips install-deps (for a quick re-run).
@@ -52,12 +53,15 @@ if ! command -v cargo >/dev/null; then
 fi
 mkdir -p "$logdir"
 
-step fmt cargo fmt --all -- --check
+step fmt sh -c 'cargo fmt --all -- --check && cd fuzz && cargo fmt -- --check'
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 step build-release cargo build --release --workspace
 step unit-tests cargo test --workspace --lib --bins
 step integration-tests cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1
 step doc-tests cargo test --workspace --doc
+# Each fuzz target for PODWIRE_FUZZ_SECONDS (default 25), two at a time, from its
+# checked-in corpus: about 2 minutes after the build.
+step fuzz ./scripts/fuzz.sh
 
 # Count test results over the test steps.
 passed=0
