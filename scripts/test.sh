@@ -54,7 +54,8 @@ fi
 mkdir -p "$logdir"
 
 step fmt sh -c 'cargo fmt --all -- --check && cd fuzz && cargo fmt -- --check'
-step clippy cargo clippy --workspace --all-targets -- -D warnings
+step clippy sh -c 'cargo clippy --workspace --all-targets -- -D warnings &&
+  cd fuzz && cargo clippy --all-targets -- -D warnings'
 step build-release cargo build --release --workspace
 step unit-tests cargo test --workspace --lib --bins
 step integration-tests cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1

@@ -346,7 +346,7 @@ fn bridge_seeds() {
     // 5 ports, limit 1: the table fills up.
     let mut o = vec![3u8, 0, 0, 1, 0x8f, 0x81, 2];
     for i in 0..10u8 {
-        o.extend_from_slice(&[i % 5, i * 9 & 0x3f, if i % 3 == 0 { 0x80 } else { 0 }]);
+        o.extend_from_slice(&[i % 5, (i * 9) & 0x3f, if i % 3 == 0 { 0x80 } else { 0 }]);
         if i % 3 == 0 {
             o.extend_from_slice(&[1, 0]);
         }

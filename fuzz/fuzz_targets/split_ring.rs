@@ -17,7 +17,7 @@
 use libfuzzer_sys::fuzz_target;
 use podwire_driver::port::QueueCounters;
 use podwire_fuzz::ring::{delta, overlaps, packets, poke, Op, RingInput};
-use podwire_fuzz::{buffers_in_use, pool, FencedMemory};
+use podwire_fuzz::{buffers_in_use, pool, FencedMemory, Spans};
 use podwire_vhost::ring::split::SplitRing;
 use podwire_vhost::ring::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE};
 
@@ -40,12 +40,7 @@ fn rd64(p: *const u8) -> u64 {
 
 /// The model's walk of the chain at `head`: its bytes and every host range it read.
 /// `None` when the model finds the chain invalid.
-fn walk(
-    fm: &FencedMemory,
-    desc: *const u8,
-    size: usize,
-    head: u16,
-) -> Option<(Vec<u8>, Vec<(usize, usize)>)> {
+fn walk(fm: &FencedMemory, desc: *const u8, size: usize, head: u16) -> Option<(Vec<u8>, Spans)> {
     let (mut table, mut table_len) = (desc, size);
     let mut idx = head as usize;
     let mut bytes = Vec::new();

@@ -10,6 +10,9 @@ use podwire_vhost::memory::{GuestMemory, RegionDesc};
 
 pub mod ring;
 
+/// Host address ranges `[start, end)`.
+pub type Spans = Vec<(usize, usize)>;
+
 /// Reads numbers off the front of a fuzz input; past its end everything reads as 0.
 pub struct Bytes<'a> {
     data: &'a [u8],
@@ -227,17 +230,12 @@ impl FencedMemory {
 
     /// Appends the guest bytes `gpa..gpa+len` to `out`, across regions. Also returns
     /// their host ranges. `None` when some byte is outside every region.
-    pub fn read_gpa(&self, gpa: u64, len: u64, out: &mut Vec<u8>) -> Option<Vec<(usize, usize)>> {
+    pub fn read_gpa(&self, gpa: u64, len: u64, out: &mut Vec<u8>) -> Option<Spans> {
         self.gpa_spans(gpa, len, Some(out))
     }
 
     /// The host ranges of guest bytes `gpa..gpa+len` (appended to `out` when given).
-    pub fn gpa_spans(
-        &self,
-        gpa: u64,
-        len: u64,
-        mut out: Option<&mut Vec<u8>>,
-    ) -> Option<Vec<(usize, usize)>> {
+    pub fn gpa_spans(&self, gpa: u64, len: u64, mut out: Option<&mut Vec<u8>>) -> Option<Spans> {
         let (mut a, mut left) = (gpa, len);
         let mut spans = Vec::new();
         while left > 0 {
