@@ -111,6 +111,7 @@ fn check_replies(front: &mut UnixStream, code: u32) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    pool(); // made once per process (it may hold an fd): before the count
     let fds0 = open_fds();
     run(data);
     assert_eq!(open_fds(), fds0, "file descriptors leaked");
