@@ -80,8 +80,13 @@ fn send(sock: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> bool {
             std::ptr::copy_nonoverlapping(raw.as_ptr(), libc::CMSG_DATA(c).cast(), raw.len());
         }
     }
-    // SAFETY: msg points at live buffers of the sizes it states.
-    unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) == bytes.len() as isize }
+    // SAFETY: msg points at live buffers of the sizes it states. MSG_DONTWAIT: the
+    // reader only runs once everything is sent, so a full socket buffer ends the
+    // stream instead of blocking forever.
+    unsafe {
+        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            == bytes.len() as isize
+    }
 }
 
 /// Checks and discards every reply waiting on the frontend's end; `code` is the
@@ -134,9 +139,14 @@ fn run(data: &[u8]) {
                 _ => memfd(4 << 10),
             })
             .collect();
-        // Stay far below the socket buffer: the reader runs after the writer.
-        if bytes.is_empty() || sent + bytes.len() > 64 << 10 || !send(&front, bytes, &fds) {
+        // Stay below the socket buffer: the reader runs after the writer. A send that
+        // would block (many small sends fill the buffer with their overhead) or fails
+        // ends the stream: what follows a partial send would be garbage anyway.
+        if bytes.is_empty() {
             continue;
+        }
+        if sent + bytes.len() > 64 << 10 || !send(&front, bytes, &fds) {
+            break;
         }
         sent += bytes.len();
         // Our copies of the fds close here; the socket holds its own.
