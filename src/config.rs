@@ -291,9 +291,21 @@ struct RawVfio {
     ring_size: Option<i64>,
 }
 
-/// Collapses a message onto one line.
+/// Collapses a message onto one line. Other control characters (a key written as
+/// `"\rb"` is quoted back in the parser's message) are escaped, so that they cannot
+/// break or rewrite the log line either (found by fuzz/ config).
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    let joined =
+        s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(joined.len());
+    for c in joined.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// 1-based line and column of byte `offset` in `src`.
@@ -1240,6 +1252,14 @@ mod tests {
             assert!(!e.contains('\n'), "{e}");
             assert!(e.contains(want), "{e:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn control_characters_in_keys_stay_on_one_line() {
+        // Found by fuzz/ config: the parser quotes an unknown key back verbatim.
+        let e = parse("\"\\rb\" = 1\n").unwrap_err().to_string();
+        assert!(!e.contains('\r') && !e.contains('\n'), "{e:?}");
+        assert!(e.contains("unknown field `\\rb`"), "{e}");
     }
 
     #[test]
