@@ -6,7 +6,7 @@
 //! - an accepted config is consistent: cross-connects join two different existing
 //!   ports, a port is in at most one cross-connect or bridge, bridge ports exist,
 //!   access VLANs are 1..=4094, trunks are sorted, unique and in range, queue counts
-//!   are 1..=16, port names are unique.
+//!   are 1..=16 (AF_XDP: 1..=64), port names are unique.
 #![no_main]
 
 use std::collections::HashSet;
@@ -14,7 +14,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use podwire::bridge::VlanMode;
-use podwire::config::{Config, PortKind};
+use podwire::config::{Config, PortKind, MAX_QUEUES, MAX_XDP_QUEUES};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -33,12 +33,12 @@ fn check(c: &Config) {
     let names: HashSet<&str> = c.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names.len(), n, "duplicate port names");
     for p in &c.ports {
-        let q = match &p.kind {
-            PortKind::VhostUser(v) => v.queues,
-            PortKind::AfXdp(a) => a.queues,
-            PortKind::Vfio(v) => v.queues,
+        let (q, max) = match &p.kind {
+            PortKind::VhostUser(v) => (v.queues, MAX_QUEUES),
+            PortKind::AfXdp(a) => (a.queues, MAX_XDP_QUEUES),
+            PortKind::Vfio(v) => (v.queues, MAX_QUEUES),
         };
-        assert!((1..=16).contains(&q), "port {} has {q} queues", p.name);
+        assert!((1..=max).contains(&q), "port {} has {q} queues", p.name);
     }
     let mut used = HashSet::new();
     for x in &c.xconnects {
