@@ -2,8 +2,9 @@
 # Installs everything podwire's tests, benchmarks and demo need on a fresh Debian
 # bookworm machine: the bookworm-backports apt source, DPDK's testpmd with the PMDs the
 # tests load (vhost, virtio-user, pcap, af_xdp), QEMU 10, the CNI plugins (host-local
-# IPAM), the Kubernetes manifest validator, 2 MiB hugepages and the hugetlbfs mount.
-# Idempotent: a second run changes nothing and takes about a second. Needs root.
+# IPAM), the Kubernetes manifest validator, cargo-fuzz (with g++ for libFuzzer), 2 MiB
+# hugepages and the hugetlbfs mount. Idempotent: a second run changes nothing and takes
+# about a second. Needs root.
 #
 # Environment: PODWIRE_HUGEPAGES (default 1024) = how many 2 MiB pages to reserve.
 set -euo pipefail
@@ -65,6 +66,7 @@ pkgs=(
   librte-net-af-xdp23 librte-mempool-ring23
   containernetworking-plugins busybox-static iproute2 iputils-ping tcpdump ethtool
   xz-utils curl procps psmisc coreutils util-linux ca-certificates python3-venv openssl
+  g++
 )
 apt_opts=(-y -q -o DPkg::Lock::Timeout=600 --no-install-recommends)
 export DEBIAN_FRONTEND=noninteractive
@@ -176,6 +178,15 @@ if ! command -v cargo >/dev/null && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
   log "warning: cargo not found. Install a Rust toolchain >= 1.80 with rustup"
   log "  (the Rust project's installer; Debian bookworm's cargo package is too old),"
   log "  then make sure ~/.cargo/bin is on PATH."
+else
+  # The fuzz targets (fuzz/, scripts/fuzz.sh) are built with cargo fuzz, from
+  # crates.io; it runs on the stable toolchain with --sanitizer none.
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! cargo fuzz --version >/dev/null 2>&1; then
+    log "cargo install --locked cargo-fuzz (a few minutes)"
+    cargo install --locked cargo-fuzz --version 0.13.2
+  fi
+  cargo fuzz --version >/dev/null 2>&1 || die "cargo fuzz still missing after cargo install"
 fi
 
 log "ok: dpdk-testpmd $(dpkg-query -W -f='${Version}' dpdk-dev)," \

@@ -3,7 +3,8 @@
 # prerequisites (scripts/install-deps.sh), then fmt, clippy, a release build (tests
 # that start the daemon use target/release/podwire), unit tests, integration tests
 # (one at a time: they start testpmd/QEMU peers that busy-poll the two cores and hold
-# hugepages) and doc tests. Runs every step even after a failure and prints a summary;
+# hugepages), doc tests, and the fuzz targets for a bounded time each
+# (scripts/fuzz.sh, fuzz/README.md). Runs every step even after a failure and prints a summary;
 # exits non-zero if any step failed. Needs root.
 #
 # Environment: PODWIRE_SKIP_DEPS=1 skips install-deps (for a quick re-run).
@@ -52,8 +53,9 @@ if ! command -v cargo >/dev/null; then
 fi
 mkdir -p "$logdir"
 
-step fmt cargo fmt --all -- --check
-step clippy cargo clippy --workspace --all-targets -- -D warnings
+step fmt sh -c 'cargo fmt --all -- --check && cd fuzz && cargo fmt -- --check'
+step clippy sh -c 'cargo clippy --workspace --all-targets -- -D warnings &&
+  cd fuzz && cargo clippy --all-targets -- -D warnings'
 step build-release cargo build --release --workspace
 step unit-tests cargo test --workspace --lib --bins
 step integration-tests cargo test --workspace --no-fail-fast --test '*' -- --test-threads=1
@@ -61,6 +63,9 @@ step doc-tests cargo test --workspace --doc
 # Two minutes of mixed traffic and port churn; fails if RSS, fds, hugepage memory or
 # buffers held grow after the warm-up (benches/soak.rs).
 step soak cargo bench --bench soak -- --duration 120
+# Each fuzz target for PODWIRE_FUZZ_SECONDS (default 25), two at a time, from its
+# checked-in corpus: about 2 minutes after the build.
+step fuzz ./scripts/fuzz.sh
 
 # Count test results over the test steps.
 passed=0

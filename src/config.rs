@@ -3,7 +3,8 @@
 //!
 //! ```toml
 //! control_socket = "/run/podwire/podwire.sock"   # optional, this is the default
-//! log_level = "info"                             # optional; RUST_LOG overrides it
+//! log_level = "info,podwire_vhost=debug"         # optional: LEVEL and TARGET=LEVEL
+//!                                                # directives; RUST_LOG overrides it
 //! metrics_listen = "127.0.0.1:9100"              # optional: GET /metrics over TCP
 //!                                                # (loopback addresses only)
 //! [memory]
@@ -329,9 +330,50 @@ struct RawVfio {
     ring_size: Option<i64>,
 }
 
-/// Collapses a message onto one line.
+/// Most bytes of `log_level`.
+const MAX_LOG_LEVEL_BYTES: usize = 1024;
+
+/// Checks that `log_level` holds only `LEVEL` and `TARGET=LEVEL` directives. The
+/// span and field filters `EnvFilter` also takes (`target[span{field=value}]`) compile
+/// field values to regex automata, and a crafted one of a few hundred bytes took 4
+/// minutes and 900 MB to build (found by fuzz/ config): those stay for `RUST_LOG`,
+/// which only the operator of the host sets.
+fn log_directives(level: &str) -> Result<(), String> {
+    if level.len() > MAX_LOG_LEVEL_BYTES {
+        return Err(format!("longer than {MAX_LOG_LEVEL_BYTES} bytes"));
+    }
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    for d in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, lvl) = d.rsplit_once('=').map_or(("", d), |(t, l)| (t, l));
+        let target_ok = target
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b':' | b'-' | b'.'));
+        if !target_ok || !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(lvl)) {
+            return Err(format!(
+                "{d:?} is not LEVEL or TARGET=LEVEL (levels: {}; span and field filters \
+                 only in RUST_LOG)",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Collapses a message onto one line. Other control characters (a key written as
+/// `"\rb"` is quoted back in the parser's message) are escaped, so that they cannot
+/// break or rewrite the log line either (found by fuzz/ config).
 fn one_line(s: &str) -> String {
-    s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    let joined =
+        s.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+    let mut out = String::with_capacity(joined.len());
+    for c in joined.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// 1-based line and column of byte `offset` in `src`.
@@ -424,6 +466,7 @@ impl Validator<'_> {
         self.socket_path("control_socket", &control_socket)?;
 
         if let Some(level) = &raw.log_level {
+            log_directives(level).map_err(|why| self.err("log_level", why))?;
             if let Err(e) = tracing_subscriber::EnvFilter::try_new(level) {
                 return Err(self.err("log_level", format!("{level:?} is not a log filter: {e}")));
             }
@@ -1487,6 +1530,30 @@ mod tests {
             assert!(!e.contains('\n'), "{e}");
             assert!(e.contains(want), "{e:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn log_level_takes_levels_and_targets_only() {
+        let with = |l: &str| {
+            parse(&format!("log_level = {l:?}\n[workers]\ncores = [0]\n")).map(|c| c.log_level)
+        };
+        for ok in ["info", "info,podwire=debug", "podwire_vhost=TRACE", "warn,podwire::bridge=off"]
+        {
+            assert_eq!(with(ok).unwrap().as_deref(), Some(ok));
+        }
+        for bad in ["verbose", "podwire=loud", "a b=info", "x[span{f=a*}]=debug", "[{s=a***}]"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("log_level") && e.contains("LEVEL"), "{bad}: {e}");
+        }
+        assert!(with(&"a,".repeat(600)).unwrap_err().to_string().contains("longer than"));
+    }
+
+    #[test]
+    fn control_characters_in_keys_stay_on_one_line() {
+        // Found by fuzz/ config: the parser quotes an unknown key back verbatim.
+        let e = parse("\"\\rb\" = 1\n").unwrap_err().to_string();
+        assert!(!e.contains('\r') && !e.contains('\n'), "{e:?}");
+        assert!(e.contains("unknown field `\\rb`"), "{e}");
     }
 
     #[test]

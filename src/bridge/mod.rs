@@ -24,6 +24,8 @@
 //! snapshot the worker copies out on request (the copy is made in `maintain`, off the
 //! per-packet path).
 
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod table;
 pub mod vlan;
 

@@ -60,7 +60,16 @@ impl Connection {
         let mut b = Vec::with_capacity(HDR_LEN + payload.len());
         b.extend_from_slice(&Header::reply(request, payload.len()));
         b.extend_from_slice(payload);
-        self.sock.write_all(&b).map_err(eof_is_closed)
+        self.sock.write_all(&b).map_err(|e| match e.kind() {
+            // The socket's write timeout: the frontend has stopped reading replies.
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                ProtocolError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "reply timed out: the frontend does not read its replies",
+                ))
+            }
+            _ => eof_is_closed(e),
+        })
     }
 }
 

@@ -68,6 +68,9 @@ impl Drop for GuestMemory {
             // Unregister before unmapping, so the SIGBUS handler never remaps an
             // address range that is no longer ours.
             drop(r.guard.take());
+            if r.map_len == 0 {
+                continue; // borrowed memory (`from_raw_parts`): not ours to unmap
+            }
             // SAFETY: map_base/map_len are exactly what mmap returned for this region.
             unsafe { libc::munmap(r.map_base.as_ptr().cast(), r.map_len) };
         }
@@ -102,13 +105,58 @@ impl GuestMemory {
             mem.regions.push(r);
             // The fd is closed here; the mapping keeps the memory.
         }
-        for (i, a) in mem.regions.iter().enumerate() {
-            for b in &mem.regions[i + 1..] {
+        mem.check_overlap()?;
+        Ok(mem)
+    }
+
+    fn check_overlap(&self) -> Result<(), ProtocolError> {
+        for (i, a) in self.regions.iter().enumerate() {
+            for b in &self.regions[i + 1..] {
                 if a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size {
                     return Err(ProtocolError::BadMemoryTable("overlapping regions".into()));
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Guest memory over host memory the caller owns, for the fuzz targets (fuzz/):
+    /// they place each region between inaccessible pages, so that any access the
+    /// ring code makes outside the memory map faults. The regions are checked as
+    /// `map` checks them (count, zero size, overflow, overlap); nothing is mapped or
+    /// unmapped here, and no SIGBUS protection is registered.
+    ///
+    /// # Safety
+    /// For each region, `host..host + size` must be readable and writable memory
+    /// that stays valid (and is not otherwise accessed through Rust references) for
+    /// as long as the returned value and every ring built on it live.
+    #[cfg(any(test, feature = "fuzzing"))]
+    #[doc(hidden)]
+    pub unsafe fn from_raw_parts(
+        regions: &[(RegionDesc, NonNull<u8>)],
+    ) -> Result<Self, ProtocolError> {
+        if regions.is_empty() || regions.len() > MAX_REGIONS {
+            return Err(ProtocolError::BadMemoryTable(format!("{} regions", regions.len())));
+        }
+        let mut mem = GuestMemory::default();
+        for (d, host) in regions {
+            let bad = |why: &str| ProtocolError::BadMemoryTable(format!("region {d:x?}: {why}"));
+            if d.size == 0 {
+                return Err(bad("zero size"));
+            }
+            d.guest_phys_addr.checked_add(d.size).ok_or_else(|| bad("guest address overflows"))?;
+            d.user_addr.checked_add(d.size).ok_or_else(|| bad("user address overflows"))?;
+            mem.regions.push(Region {
+                gpa: d.guest_phys_addr,
+                uva: d.user_addr,
+                size: d.size,
+                host: *host,
+                map_base: *host,
+                map_len: 0,
+                guard: None,
+            });
+        }
+        mem.check_overlap()?;
         Ok(mem)
     }
 

@@ -49,6 +49,10 @@ pub struct VhostUserConfig {
 /// Most queue pairs a port offers.
 pub const MAX_QUEUE_PAIRS: u16 = 16;
 
+/// How long a reply may wait for the frontend to make room in the socket before the
+/// frontend is dropped.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A vhost-user-net port.
 pub struct VhostUserPort {
     name: String,
@@ -395,6 +399,9 @@ impl Control {
     /// Serves one connection until it closes, breaks the protocol, or the port stops.
     fn serve(&self, stream: UnixStream) -> Result<(), ProtocolError> {
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        // A frontend that never reads its replies must not block this thread for good
+        // (nor, through it, the port's drop and daemon shutdown).
+        stream.set_write_timeout(Some(REPLY_TIMEOUT))?;
         let mut conn = Connection::new(stream);
         let mut dev = Device::new(&self.name, self.mac, self.queues, self.handoff.clone());
         loop {
@@ -536,6 +543,45 @@ mod tests {
         });
         rx.recv_timeout(Duration::from_secs(30)).expect("drop returned");
         assert!(!path.exists(), "socket removed");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A frontend that sends requests but never reads the replies fills the socket:
+    /// the control thread's reply must give up (and drop that frontend) rather than
+    /// block forever, which would also hang the port's drop and daemon shutdown.
+    #[test]
+    fn a_frontend_that_never_reads_replies_cannot_wedge_the_port() {
+        use std::io::Write;
+        let d = dir("noread");
+        let path = d.join("a.sock");
+        let pool =
+            Mempool::small_pages(podwire_driver::MempoolConfig { count: 64, ..Default::default() })
+                .unwrap();
+        let port = VhostUserPort::new(cfg(&path), pool).unwrap();
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.set_nonblocking(true).unwrap();
+        // GET_FEATURES (request 1, version 1, no payload): each one gets a reply.
+        let one = [1u8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        let many: Vec<u8> = one.iter().copied().cycle().take(12 * 50_000).collect();
+        let mut at = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while at < many.len() && std::time::Instant::now() < deadline {
+            match s.write(&many[at..]) {
+                Ok(n) => at += n,
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        assert!(at < many.len(), "podwire kept reading without ever blocking on its replies");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(port);
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(30)).is_ok(),
+            "the port's control thread is stuck writing replies nobody reads"
+        );
+        drop(s);
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -15,7 +15,7 @@ pub mod split;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 
-use crate::error::RingError;
+use crate::error::{ProtocolError, RingError};
 use crate::memory::GuestMemory;
 
 pub use segs::SegList;
@@ -114,6 +114,35 @@ impl RingParams {
     }
 }
 
+/// Host pointer of a ring area the frontend placed at frontend-virtual `a`: `len`
+/// bytes in one region, aligned to `align` both as the frontend numbers it and in
+/// this process. The two differ when a region's `user_addr` or `mmap_offset` is not
+/// aligned itself, and the ring code reads and writes these areas with atomic and
+/// multi-byte accesses, which must be aligned (found by fuzz/ split_ring and
+/// packed_ring: a misaligned pointer dereference).
+pub(crate) fn ring_area(
+    mem: &GuestMemory,
+    a: u64,
+    len: u64,
+    align: u64,
+    what: &str,
+) -> Result<*mut u8, ProtocolError> {
+    if !a.is_multiple_of(align) {
+        return Err(ProtocolError::BadVring(format!("{what} at {a:#x} misaligned")));
+    }
+    let h = mem
+        .uva_range(a, len)
+        .ok_or_else(|| ProtocolError::BadVring(format!("{what} at {a:#x} outside memory")))?
+        .as_ptr();
+    if !(h as u64).is_multiple_of(align) {
+        return Err(ProtocolError::BadVring(format!(
+            "{what} at {a:#x} misaligned in the frontend's memory map (region user address \
+             or mmap offset not aligned)"
+        )));
+    }
+    Ok(h)
+}
+
 /// Translates a descriptor's buffer into segments of host memory, appending them to
 /// `segs`. Fails when the buffer lies outside guest memory.
 #[inline]
@@ -175,6 +204,27 @@ mod tests {
         assert_eq!(split_range(h, d, 0, 6), [&b"HHHH"[..], &b"dd"[..]]);
         assert_eq!(split_range(h, d, 2, 2), [&b"HH"[..], &b""[..]]);
         assert_eq!(split_range(h, d, 6, 6), [&b""[..], &b"dddddd"[..]]);
+    }
+
+    #[test]
+    fn ring_areas_must_be_aligned_in_host_memory_too() {
+        use crate::memory::RegionDesc;
+        use std::ptr::NonNull;
+        let mut backing = vec![0u64; 64];
+        let base = backing.as_mut_ptr().cast::<u8>();
+        let region = |off: usize| {
+            let d = RegionDesc { guest_phys_addr: 0, size: 256, user_addr: 0x1000, mmap_offset: 0 };
+            // SAFETY: off + 256 <= 512 bytes of `backing`, which outlives `mem`.
+            let host = NonNull::new(unsafe { base.add(off) }).unwrap();
+            // SAFETY: as above; nothing else touches `backing` meanwhile.
+            unsafe { GuestMemory::from_raw_parts(&[(d, host)]) }.unwrap()
+        };
+        assert!(ring_area(&region(0), 0x1010, 16, 16, "t").is_ok());
+        // Aligned as the frontend numbers it, but not in this process.
+        let e = ring_area(&region(2), 0x1010, 16, 16, "t").unwrap_err();
+        assert!(e.to_string().contains("misaligned in the frontend's memory map"), "{e}");
+        assert!(ring_area(&region(0), 0x1012, 16, 16, "t").is_err());
+        assert!(ring_area(&region(0), 0x10f8, 16, 8, "t").is_err(), "past the region");
     }
 
     #[test]

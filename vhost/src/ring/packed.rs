@@ -14,8 +14,8 @@ use podwire_driver::Mempool;
 
 use super::copy::{prefetch, prefetch_write};
 use super::{
-    need_event, net_hdr, push_buffer, Desc, RingParams, SegList, DESC_F_INDIRECT, DESC_F_NEXT,
-    DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
+    need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
+    DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
 };
 use crate::error::{ProtocolError, RingError};
 use crate::proto::VringAddr;
@@ -114,15 +114,7 @@ impl PackedRing {
         if size == 0 || size > MAX_QUEUE_SIZE {
             return Err(ProtocolError::BadVring(format!("packed ring size {size}")));
         }
-        let area = |a: u64, len: u64, align: u64, what: &str| {
-            if !a.is_multiple_of(align) {
-                return Err(ProtocolError::BadVring(format!("{what} at {a:#x} misaligned")));
-            }
-            p.mem
-                .uva_range(a, len)
-                .map(|h| h.as_ptr())
-                .ok_or_else(|| ProtocolError::BadVring(format!("{what} at {a:#x} outside memory")))
-        };
+        let area = |a, len, align, what| ring_area(&p.mem, a, len, align, what);
         let desc = area(addr.desc, size as u64 * DESC_LEN as u64, 16, "descriptor ring")?;
         let driver_event = area(addr.avail, 4, 4, "driver event area")?;
         let device_event = area(addr.used, 4, 4, "device event area")?;

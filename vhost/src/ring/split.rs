@@ -14,8 +14,8 @@ use podwire_driver::Mempool;
 
 use super::copy::{prefetch, prefetch_write};
 use super::{
-    need_event, net_hdr, push_buffer, Desc, RingParams, SegList, DESC_F_INDIRECT, DESC_F_NEXT,
-    DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
+    need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
+    DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
 };
 use crate::error::{ProtocolError, RingError};
 use crate::proto::VringAddr;
@@ -70,15 +70,7 @@ impl SplitRing {
             return Err(ProtocolError::BadVring(format!("split ring size {size}")));
         }
         let s = size as u64;
-        let area = |a: u64, len: u64, align: u64, what: &str| {
-            if !a.is_multiple_of(align) {
-                return Err(ProtocolError::BadVring(format!("{what} at {a:#x} misaligned")));
-            }
-            p.mem
-                .uva_range(a, len)
-                .map(|h| h.as_ptr())
-                .ok_or_else(|| ProtocolError::BadVring(format!("{what} at {a:#x} outside memory")))
-        };
+        let area = |a, len, align, what| ring_area(&p.mem, a, len, align, what);
         let desc = area(addr.desc, s * DESC_LEN as u64, 16, "descriptor table")?;
         let avail = area(addr.avail, 6 + 2 * s, 2, "avail ring")?;
         let used = area(addr.used, 6 + 8 * s, 4, "used ring")?;
