@@ -4,20 +4,16 @@
 //! any other path is 404, any other method 405. The config only accepts loopback
 //! addresses ([`crate::config`]).
 
-use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::conn;
 use super::http::{self, RequestError};
 use super::metrics;
 use super::server::{ControlState, REQUEST_DEADLINE};
-
-/// How often the thread looks at its stop flag.
-const POLL_INTERVAL_MS: i32 = 100;
 
 /// The TCP port could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +47,11 @@ impl MetricsListener {
         let flag = stop.clone();
         let handle = std::thread::Builder::new()
             .name("podwire-metrics".into())
-            .spawn(move || serve_loop(&listener, &state, &flag))
+            .spawn(move || {
+                conn::serve_loop(&listener, &flag, "metrics listener", |s| {
+                    handle_connection(&s, &state)
+                })
+            })
             .map_err(err("start thread"))?;
         Ok(Self { addr, stop, handle: Some(handle) })
     }
@@ -82,49 +82,6 @@ impl Drop for MetricsListener {
     }
 }
 
-fn serve_loop(listener: &TcpListener, state: &ControlState, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: pfd is one valid pollfd and the count passed is 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL_MS) };
-        if rc <= 0 {
-            continue;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle_connection(&stream, state)
-                }));
-                if r.is_err() {
-                    tracing::error!("metrics request handler panicked; connection dropped");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                tracing::warn!("metrics listener accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS as u64));
-            }
-        }
-    }
-}
-
-/// A reader that fails with `TimedOut` once `deadline` has passed.
-struct DeadlineReader<'a> {
-    stream: &'a TcpStream,
-    deadline: Instant,
-}
-
-impl Read for DeadlineReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        (&mut &*self.stream).read(buf)
-    }
-}
-
 fn handle_connection(stream: &TcpStream, state: &ControlState) {
     if stream.set_nonblocking(false).is_err()
         || stream.set_write_timeout(Some(REQUEST_DEADLINE)).is_err()
@@ -133,7 +90,7 @@ fn handle_connection(stream: &TcpStream, state: &ControlState) {
     }
     let deadline = Instant::now() + REQUEST_DEADLINE;
     let json = "application/json";
-    let (code, content_type, body) = match http::read_request(&mut DeadlineReader {
+    let (code, content_type, body) = match http::read_request(&mut conn::DeadlineReader {
         stream,
         deadline,
     }) {
@@ -159,26 +116,5 @@ fn handle_connection(stream: &TcpStream, state: &ControlState) {
     {
         tracing::debug!("metrics response not delivered: {e}");
     }
-    linger(stream);
-}
-
-/// Ends the exchange without losing the response: closing a socket with unread input
-/// resets the connection. Signals end of response, then discards what the client
-/// still sends (bounded in bytes and time) until it hangs up.
-fn linger(stream: &TcpStream) {
-    const MAX_DISCARD: usize = 1 << 20;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let deadline = Instant::now() + Duration::from_millis(200);
-    let mut sink = [0u8; 4096];
-    let mut discarded = 0;
-    while discarded < MAX_DISCARD {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match (&mut &*stream).read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => discarded += n,
-        }
-    }
+    conn::linger(stream);
 }

@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod client;
+mod conn;
 pub mod http;
 pub mod metrics;
 pub mod metrics_listener;

@@ -4,8 +4,6 @@
 //! that lock, so forwarding goes on meanwhile. The routes are in [`respond`]; what
 //! each does is in docs/control-api.md.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -14,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::conn;
 use super::http::{self, Request, RequestError};
 use super::metrics;
 use super::{BridgeInfo, ControlStats, MacTableResponse, PortList, XconnectList};
@@ -69,10 +68,6 @@ impl ControlState {
 pub const SOCKET_MODE: u32 = 0o660;
 /// Longest a client may take to send its request.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
-/// Longest the server waits for a client to hang up after the response.
-const LINGER: Duration = Duration::from_millis(200);
-/// How often the server thread looks at its stop flag.
-const POLL_INTERVAL_MS: i32 = 100;
 
 /// The control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -162,7 +157,11 @@ impl ControlServer {
         };
         let handle = std::thread::Builder::new()
             .name("podwire-control".into())
-            .spawn(move || serve_loop(&listener, &state, &flag))
+            .spawn(move || {
+                conn::serve_loop(&listener, &flag, "control socket", |s| {
+                    handle_connection(s, &state)
+                })
+            })
             .map_err(|source| ServerError::Io {
                 path: self.path.clone(),
                 what: "start thread",
@@ -224,49 +223,6 @@ fn remove_if_ours(path: &Path, inode: (u64, u64)) {
     }
 }
 
-fn serve_loop(listener: &UnixListener, status: &ControlState, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: pfd is one valid pollfd and the count passed is 1.
-        let rc = unsafe { libc::poll(&mut pfd, 1, POLL_INTERVAL_MS) };
-        if rc <= 0 {
-            continue;
-        }
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handle_connection(stream, status)
-                }));
-                if r.is_err() {
-                    tracing::error!("control request handler panicked; connection dropped");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => {
-                tracing::warn!("control socket accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS as u64));
-            }
-        }
-    }
-}
-
-/// A reader that fails with `TimedOut` once `deadline` has passed.
-struct DeadlineReader<'a> {
-    stream: &'a UnixStream,
-    deadline: Instant,
-}
-
-impl Read for DeadlineReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::ErrorKind::TimedOut.into());
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        (&mut &*self.stream).read(buf)
-    }
-}
-
 fn handle_connection(stream: UnixStream, status: &ControlState) {
     if stream.set_nonblocking(false).is_err()
         || stream.set_write_timeout(Some(REQUEST_DEADLINE)).is_err()
@@ -274,14 +230,14 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
         return;
     }
     let deadline = Instant::now() + REQUEST_DEADLINE;
-    let request = http::read_request(&mut DeadlineReader { stream: &stream, deadline });
+    let request = http::read_request(&mut conn::DeadlineReader { stream: &stream, deadline });
     if let Some(req) = request.as_ref().ok().filter(|r| r.path == metrics::PATH) {
         let (code, content_type, body) = metrics::respond(&req.method, status);
         status.count(code);
         metrics::count_answer(metrics::Listener::Control, code);
         let allow = (code == 405).then_some("GET");
         let _ = http::write_typed(&mut &stream, code, content_type, &body, allow);
-        return linger(&stream);
+        return conn::linger(&stream);
     }
     let answer = match request {
         Ok(req) => respond(&req, status),
@@ -310,29 +266,7 @@ fn handle_connection(stream: UnixStream, status: &ControlState) {
     if let Err(e) = http::write_response(&mut w, answer.status, &answer.body, answer.allow) {
         tracing::debug!("control response not delivered: {e}");
     }
-    linger(&stream);
-}
-
-/// Ends the exchange without losing the response: closing a unix socket with unread
-/// input resets the connection, and the client's read then fails before it sees the
-/// answer. So: signal end of response, then discard what the client still sends
-/// (bounded in bytes and time) until it hangs up.
-fn linger(stream: &UnixStream) {
-    const MAX_DISCARD: usize = 1 << 20;
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    let deadline = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut discarded = 0;
-    while discarded < MAX_DISCARD {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
-        }
-        match (&mut &*stream).read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => discarded += n,
-        }
-    }
+    conn::linger(&stream);
 }
 
 /// A response: status, JSON body, and the methods a 405 allows.
