@@ -219,7 +219,8 @@ fn main() {
     }
     let warmup = o.warmup.unwrap_or((o.duration / 4).min(Duration::from_secs(60)));
     let _lock = PeerLock::acquire();
-    let net = Arc::new(NetSetup::new(&format!("sk{}", std::process::id() % 100_000), 2, 1, 43));
+    // NetSetup puts the process id in the names itself.
+    let net = Arc::new(NetSetup::new("sk", 2, 1, 43));
     let dir = TempDir::kept_on_failure("soak");
     let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
     let d = Daemon::start(dir.path(), &config(&a, &b, &net), &[&a, &b]);
