@@ -2,6 +2,8 @@
 //! with 16/32-byte moves (no call into libc's memcpy, whose dispatch costs as much
 //! as the copy itself for 64 bytes); large ones use memcpy.
 
+use podwire_driver::PacketBuf;
+
 /// Copies `n` bytes from `src` to `dst`.
 ///
 /// # Safety
@@ -66,6 +68,46 @@ pub unsafe fn store_if_changed(dst: *mut u8, src: &[u8]) {
     }
     // SAFETY: the caller guarantees both ranges.
     unsafe { copy_packet(dst, src.as_ptr(), n) };
+}
+
+/// Guest tx from a single descriptor (the common case): copies the packet that
+/// follows the `hdr_len`-byte virtio-net header in `src[..len]` into `buf` and sets
+/// its length. Returns the packet's length, or `None` when the descriptor is shorter
+/// than the header or the packet does not fit `buf`.
+///
+/// # Safety
+/// `src..src+len` readable guest memory, not overlapping `buf`.
+#[inline(always)]
+pub unsafe fn copy_from_single(
+    src: *const u8,
+    len: usize,
+    hdr_len: usize,
+    buf: &mut PacketBuf,
+) -> Option<usize> {
+    let n = len.checked_sub(hdr_len)?;
+    let room = buf.room_mut();
+    if n > room.len() {
+        return None;
+    }
+    // SAFETY: hdr_len + n == len readable bytes at src (caller); `room` has >= n.
+    unsafe { copy_packet(room.as_mut_ptr(), src.add(hdr_len), n) };
+    buf.set_len(n);
+    Some(n)
+}
+
+/// Guest rx into a single descriptor with room for the whole packet (the common
+/// case): the header (stored only where it differs, see [`store_if_changed`]), then
+/// the data right after it.
+///
+/// # Safety
+/// `dst..dst+hdr.len()+data.len()` writable guest memory, overlapping neither.
+#[inline(always)]
+pub unsafe fn copy_to_single(dst: *mut u8, hdr: &[u8], data: &[u8]) {
+    // SAFETY: the caller guarantees room for both, back to back.
+    unsafe {
+        store_if_changed(dst, hdr);
+        copy_packet(dst.add(hdr.len()), data.as_ptr(), data.len());
+    }
 }
 
 /// Asks the CPU to start loading the cache line at `p` (never faults).

@@ -12,7 +12,7 @@ use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::{prefetch, prefetch_write};
+use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_write};
 use super::{
     need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
     DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -446,6 +446,22 @@ impl PackedRing {
             if !self.avail_at(k, self.avail_idx, self.avail_wrap) {
                 break;
             }
+            if k < self.batch.n && !self.batch.ptr[k].is_null() {
+                // One descriptor (the common case): copy straight out of it.
+                let (p, len, id) = (self.batch.ptr[k], self.batch.len[k], self.batch.id[k]);
+                // SAFETY: `p..p+len` is guest memory translated by `prepare`.
+                match unsafe { copy_from_single(p, len as usize, self.p.hdr_len, &mut out[kept]) } {
+                    Some(n) => {
+                        bytes += n;
+                        kept += 1;
+                    }
+                    None => bad += 1,
+                }
+                self.advance_avail(1);
+                self.complete_tx(id, 1);
+                k += 1;
+                continue;
+            }
             let chain = match self.chain_at(k, self.avail_idx, false) {
                 Ok(c) => c,
                 Err(e) => {
@@ -501,6 +517,31 @@ impl PackedRing {
             }
             let data = buf.data();
             let need = hdr_len + data.len();
+            if k < self.batch.n
+                && !self.batch.ptr[k].is_null()
+                && self.batch.len[k] as usize >= need
+            {
+                // One descriptor with room for the whole packet (the common case).
+                let (p, id) = (self.batch.ptr[k], self.batch.id[k]);
+                let hdr = net_hdr(hdr_len, 1);
+                // SAFETY: `p..p+batch.len[k]` is guest memory translated by `prepare`,
+                // at least `need` bytes; the packet's buffer does not overlap it.
+                unsafe { copy_to_single(p, &hdr[..hdr_len], data) };
+                self.push_used(id, need as u32, 1);
+                if self.used_idx % 4 == 0 {
+                    // A ring cache line (four descriptors) is complete: hand it to the
+                    // frontend now, so it can start on these packets while the
+                    // rest of the burst is copied.
+                    self.flush_used();
+                }
+                self.advance_avail(1);
+                moved = moved.wrapping_add(1);
+                k += 1;
+                taken += 1;
+                sent += 1;
+                bytes += data.len();
+                continue;
+            }
             // Find the chains this packet needs, without consuming them yet.
             let (mut pos, mut wrap) = (self.avail_idx, self.avail_wrap);
             let (mut n, mut total, mut kk) = (0usize, 0usize, k);

@@ -12,7 +12,7 @@ use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::{prefetch, prefetch_write};
+use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_write};
 use super::{
     need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
     DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -351,6 +351,23 @@ impl SplitRing {
         for i in 0..got {
             let head = self.batch.head[i];
             self.last_avail = self.last_avail.wrapping_add(1);
+            let p = self.batch.ptr[i];
+            if !p.is_null() {
+                // One descriptor (the common case): copy straight out of it.
+                let len = self.batch.len[i] as usize;
+                // SAFETY: `p..p+len` is guest memory translated by `prepare`.
+                match unsafe { copy_from_single(p, len, self.p.hdr_len, &mut out[kept]) } {
+                    Some(n) => {
+                        bytes += n;
+                        kept += 1;
+                    }
+                    None => bad += 1,
+                }
+                if !self.p.in_order {
+                    self.write_used(head, 0);
+                }
+                continue;
+            }
             if let Err(e) = self.batch_chain(i, false) {
                 out.truncate(start);
                 return Err(e);
@@ -412,6 +429,22 @@ impl SplitRing {
             let data = buf.data();
             let need = hdr_len + data.len();
             let slot = self.last_avail.wrapping_sub(first_avail) as usize;
+            if slot < prepared
+                && !self.batch.ptr[slot].is_null()
+                && self.batch.len[slot] as usize >= need
+            {
+                // One descriptor with room for the whole packet (the common case).
+                let hdr = net_hdr(hdr_len, 1);
+                // SAFETY: `batch.ptr[slot]` is `batch.len[slot] >= need` bytes of guest
+                // memory translated by `prepare`; the packet's buffer does not overlap.
+                unsafe { copy_to_single(self.batch.ptr[slot], &hdr[..hdr_len], data) };
+                self.write_used(self.batch.head[slot], need as u32);
+                self.last_avail = self.last_avail.wrapping_add(1);
+                taken += 1;
+                sent += 1;
+                bytes += data.len();
+                continue;
+            }
             let head = if slot < prepared {
                 self.batch_chain(slot, true)?;
                 self.batch.head[slot]
