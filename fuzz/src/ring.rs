@@ -7,7 +7,7 @@
 //! ```text
 //! flags u8        bit 0 mergeable rx buffers, bit 1 event index, bit 2 12-byte
 //!                 virtio-net header (else 10), bit 3 regions end at a page boundary
-//!                 (else start at one), bit 4 a call eventfd
+//!                 (else start at one), bit 4 a call eventfd, bit 5 VIRTIO_F_IN_ORDER
 //! size u16        queue size
 //! base u32        ring base (SET_VRING_BASE)
 //! desc, avail, used u64   the ring addresses (frontend-virtual)
@@ -37,6 +37,8 @@ pub const F_HDR12: u8 = 4;
 pub const F_END_ALIGNED: u8 = 8;
 /// Input flag: give the ring a call eventfd.
 pub const F_CALL: u8 = 16;
+/// Input flag: VIRTIO_F_IN_ORDER (one used entry per guest-tx burst).
+pub const F_IN_ORDER: u8 = 32;
 
 /// One operation on the ring.
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +140,12 @@ impl RingInput {
         v
     }
 
+    /// Whether VIRTIO_F_IN_ORDER is on: guest tx completes a whole burst with one
+    /// used entry (split) or descriptor (packed) carrying the burst's last id.
+    pub fn in_order(&self) -> bool {
+        self.flags & F_IN_ORDER != 0
+    }
+
     /// Virtio-net header length.
     pub fn hdr_len(&self) -> usize {
         if self.flags & F_HDR12 != 0 {
@@ -160,10 +168,7 @@ impl RingInput {
             hdr_len: self.hdr_len(),
             mrg_rxbuf: self.flags & F_MRG != 0,
             event_idx: self.flags & F_EVENT_IDX != 0,
-            // The in-order completion (one used entry per guest-tx batch) needs its
-            // own used-ring model in the targets; until then they fuzz the
-            // out-of-order paths (what Linux guests negotiate).
-            in_order: false,
+            in_order: self.in_order(),
             call: (self.flags & F_CALL != 0).then(|| Arc::new(eventfd())),
         }
     }
