@@ -13,9 +13,11 @@
 //! - [`request`]: reading JSON request fields.
 //! - [`reload`]: applying the difference between the running file config and a new
 //!   one.
+//! - [`state_file`]: what the control API made, kept on disk and replayed at start.
 
 pub mod reload;
 pub mod request;
+pub mod state_file;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
