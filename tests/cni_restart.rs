@@ -279,3 +279,26 @@ fn a_pod_deleted_while_podwire_is_down_does_not_come_back() {
     assert_eq!(state_file(&root)["ports"], json!([]));
     daemon.stop();
 }
+
+#[test]
+fn a_corrupt_state_file_is_set_aside_and_the_daemon_starts_with_its_config() {
+    let root = TempDir::kept_on_failure("cni-rs-x");
+    let state = control_socket(&root).with_file_name("ctl.state.json");
+    std::fs::write(&state, b"{\"version\": 1, \"ports\": [{\"name\": \"half-writ").unwrap();
+    let daemon = Daemon::start(&root, &daemon_body(), &[]);
+    let log = daemon.log_text();
+    assert!(log.contains("ERROR") && log.contains("ctl.state.json is not JSON"), "{log}");
+    let aside: Vec<String> = std::fs::read_dir(root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ctl.state.json.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the bad file is kept aside for a look");
+    assert_eq!(state_file(&root)["ports"], json!([]), "a fresh state file");
+    // The API works and its changes are kept again.
+    let (code, _) = api(&root, "POST", "/bridges", Some(&json!({"name": "br-x"})));
+    assert_eq!(code, 201);
+    assert_eq!(state_file(&root)["bridges"][0]["name"], "br-x");
+    daemon.stop();
+}

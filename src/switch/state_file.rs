@@ -123,15 +123,17 @@ impl StateFile {
     /// Parses a state file; the version is checked before anything else, so a file
     /// from a newer podwire is named as such.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("is not JSON: {e}"))?;
         match v.get("version") {
             Some(Value::Number(n)) if n.as_u64() == Some(u64::from(VERSION)) => {}
             Some(other) => {
-                return Err(format!("version {other} is not one this podwire reads ({VERSION})"))
+                return Err(format!(
+                    "has version {other}, which this podwire does not read (it reads {VERSION})"
+                ))
             }
-            None => return Err("no \"version\" field".into()),
+            None => return Err("has no \"version\" field".into()),
         }
-        serde_json::from_value(v).map_err(|e| format!("not a podwire state file: {e}"))
+        serde_json::from_value(v).map_err(|e| format!("is not a podwire state file: {e}"))
     }
 
     /// The file's bytes (pretty JSON, one object per line is not needed: it is small).
@@ -385,10 +387,10 @@ impl Switch {
                     None => "could not be renamed aside".into(),
                 };
                 tracing::error!(
-                    path = %path.display(),
-                    "state file {reason}; {aside}. Starting with the config file alone: \
+                    "state file {} {reason}; {aside}. Starting with the config file alone: \
                      ports, bridges and cross-connects made through the control API before \
-                     the restart are not restored"
+                     the restart are not restored",
+                    path.display()
                 );
                 self.save_state();
                 return report;
@@ -592,8 +594,8 @@ mod tests {
             ("{\"version\": 1, \"ports\": [", "not JSON"),
             ("[]", "no \"version\""),
             ("{\"ports\": []}", "no \"version\""),
-            ("{\"version\": 2}", "version 2 is not one this podwire reads (1)"),
-            ("{\"version\": \"1\"}", "version \"1\" is not one"),
+            ("{\"version\": 2}", "has version 2, which this podwire does not read (it reads 1)"),
+            ("{\"version\": \"1\"}", "has version \"1\", which"),
             ("{\"version\": 1, \"extra\": 1}", "unknown field `extra`"),
             ("{\"version\": 1, \"bridges\": [{\"name\": 5}]}", "not a podwire state file"),
         ] {
