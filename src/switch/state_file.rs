@@ -400,7 +400,7 @@ impl Switch {
         let file_ports: Vec<String> = self.config.ports.iter().map(|p| p.name.clone()).collect();
         let from_file = |name: &str| file_ports.iter().any(|p| p == name);
         let skip = |report: &mut RestoreReport, what: String, why: String| {
-            tracing::error!("state file: {what} not restored: {why}");
+            tracing::warn!("state file: {what} not restored: {why}");
             report.skipped += 1;
         };
 
