@@ -525,6 +525,9 @@ impl Validator<'_> {
         let mut interfaces: HashMap<String, String> = HashMap::new();
         let mut pcis: HashMap<PciAddress, String> = HashMap::new();
         sockets.insert(control_socket.clone(), "control_socket".into());
+        if let Some(f) = &state_file {
+            sockets.insert(f.clone(), "state_file".into());
+        }
         let mut port_vlans: Vec<Option<VlanMode>> = Vec::with_capacity(raw.ports.len());
         for (i, mut table) in raw.ports.into_iter().enumerate() {
             port_vlans.push(self.port_vlan(i, &mut table)?);
@@ -1617,6 +1620,8 @@ mod tests {
             with("\"/var/lib/pw/s.json\"").unwrap().state_file,
             Some("/var/lib/pw/s.json".into())
         );
+        let clash = with("\"/tmp/a.sock\"").unwrap_err().to_string();
+        assert!(clash.contains("is also used by state_file"), "{clash}");
         for bad in ["\"rel.json\"", "\"/\"", "\"/tmp/pw-test/ctl.sock\""] {
             let e = with(bad).unwrap_err().to_string();
             assert!(e.contains("state_file"), "{bad}: {e}");

@@ -325,6 +325,12 @@ impl Switch {
                     format!("{} is podwire's control socket", v.socket.display()),
                 ));
             }
+            if self.config.state_file.as_ref() == Some(&v.socket) {
+                return Err(SwitchError::conflict(
+                    Some("socket"),
+                    format!("{} is podwire's state file", v.socket.display()),
+                ));
+            }
         }
         Ok(())
     }

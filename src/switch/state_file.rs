@@ -722,6 +722,10 @@ mod tests {
         sw.add_port(&json!({"name": "p4", "type": "vhost-user", "socket": sock("p4"),
                             "bridge": "fbr"}))
             .unwrap();
+        let e = sw
+            .add_port(&json!({"name": "z", "type": "vhost-user", "socket": state_path}))
+            .unwrap_err();
+        assert_eq!((e.status(), e.field.as_deref()), (409, Some("socket")), "{e}");
         assert!(sw.save_state());
         let saved = sw.state_snapshot();
         assert_eq!(saved.ports.len(), 4);
