@@ -136,7 +136,8 @@ impl StateFile {
         serde_json::from_value(v).map_err(|e| format!("is not a podwire state file: {e}"))
     }
 
-    /// The file's bytes (pretty JSON, one object per line is not needed: it is small).
+    /// The file's bytes: indented JSON and a final newline, for an operator to read.
+    /// (Serialising strings, numbers and string-keyed maps cannot fail.)
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut b = serde_json::to_vec_pretty(self).unwrap_or_default();
         b.push(b'\n');
