@@ -671,13 +671,18 @@ mod tests {
         assert_eq!(gone_socket_dir(&x), None);
     }
 
-    /// A switch on `dir` with the file config `extra` (TOML after `[workers]`).
+    /// A switch on `dir` with the file config `extra` (TOML after `[memory]`).
     fn switch(dir: &Path, extra: &str) -> Switch {
+        switch_with(dir, "", extra)
+    }
+
+    /// [`switch`] with top-level keys `top`.
+    fn switch_with(dir: &Path, top: &str, extra: &str) -> Switch {
         use crate::engine::Engine;
         use podwire_driver::{Mempool, MempoolConfig};
         let core = crate::config::allowed_cpus().and_then(|c| c.last().copied()).unwrap_or(0);
         let text = format!(
-            "control_socket = \"{}\"\n[workers]\ncores = [{core}]\n[memory]\n\
+            "control_socket = \"{}\"\n{top}[workers]\ncores = [{core}]\n[memory]\n\
              hugepages = false\nbuffers = 1024\n{extra}",
             dir.join("ctl.sock").display()
         );
@@ -775,6 +780,21 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with("ctl.state.json.corrupt-"))
             .count();
         assert_eq!(aside, 1);
+        drop(sw.stop());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_that_cannot_be_written_leaves_the_change_live() {
+        let d = tmp("unwritable");
+        std::fs::write(d.join("blocker"), b"a file where a directory should be").unwrap();
+        let top = format!("state_file = \"{}\"\n", d.join("blocker/s.json").display());
+        let mut sw = switch_with(&d, &top, "");
+        // Unreadable (not a directory) and cannot be set aside: logged, nothing restored.
+        assert_eq!(sw.restore_state(), RestoreReport::default());
+        sw.add_bridge(&json!({"name": "br0"})).unwrap();
+        assert!(!sw.save_state(), "the write fails");
+        assert!(sw.bridge("br0").is_some(), "the change stays");
         drop(sw.stop());
         std::fs::remove_dir_all(&d).unwrap();
     }
