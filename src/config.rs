@@ -3,6 +3,9 @@
 //!
 //! ```toml
 //! control_socket = "/run/podwire/podwire.sock"   # optional, this is the default
+//! state_file = "/run/podwire/podwire.state.json" # optional: what the control API
+//!                                                # made, replayed at start; default:
+//!                                                # next to control_socket; "" = none
 //! log_level = "info,podwire_vhost=debug"         # optional: LEVEL and TARGET=LEVEL
 //!                                                # directives; RUST_LOG overrides it
 //! metrics_listen = "127.0.0.1:9100"              # optional: GET /metrics over TCP
@@ -142,6 +145,9 @@ pub enum ConfigError {
 pub struct Config {
     /// Path of the control socket (`podwire stats` talks to it).
     pub control_socket: PathBuf,
+    /// Where the ports, bridges and cross-connects made through the control API are
+    /// kept across restarts (`None`: nowhere). See [`crate::switch::state_file`].
+    pub state_file: Option<PathBuf>,
     /// Log filter from the config (`RUST_LOG` overrides it).
     pub log_level: Option<String>,
     /// Loopback address on which `GET /metrics` is also served over TCP.
@@ -240,6 +246,7 @@ pub struct XconnectConfig {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     control_socket: Option<PathBuf>,
+    state_file: Option<PathBuf>,
     log_level: Option<String>,
     metrics_listen: Option<String>,
     memory: Option<RawMemory>,
@@ -464,6 +471,23 @@ impl Validator<'_> {
         let control_socket =
             raw.control_socket.unwrap_or_else(|| PathBuf::from(DEFAULT_CONTROL_SOCKET));
         self.socket_path("control_socket", &control_socket)?;
+        let state_file = match raw.state_file {
+            None => Some(default_state_file(&control_socket)),
+            Some(p) if p.as_os_str().is_empty() => None,
+            Some(p) if p.is_relative() || p.file_name().is_none() => {
+                return Err(self.err(
+                    "state_file",
+                    format!(
+                        "{} is not an absolute path to a file (\"\" turns it off)",
+                        p.display()
+                    ),
+                ))
+            }
+            Some(p) if p == control_socket => {
+                return Err(self.err("state_file", "must not be the control socket"))
+            }
+            Some(p) => Some(p),
+        };
 
         if let Some(level) = &raw.log_level {
             log_directives(level).map_err(|why| self.err("log_level", why))?;
@@ -501,6 +525,9 @@ impl Validator<'_> {
         let mut interfaces: HashMap<String, String> = HashMap::new();
         let mut pcis: HashMap<PciAddress, String> = HashMap::new();
         sockets.insert(control_socket.clone(), "control_socket".into());
+        if let Some(f) = &state_file {
+            sockets.insert(f.clone(), "state_file".into());
+        }
         let mut port_vlans: Vec<Option<VlanMode>> = Vec::with_capacity(raw.ports.len());
         for (i, mut table) in raw.ports.into_iter().enumerate() {
             port_vlans.push(self.port_vlan(i, &mut table)?);
@@ -584,6 +611,7 @@ impl Validator<'_> {
 
         Ok(Config {
             control_socket,
+            state_file,
             log_level: raw.log_level,
             metrics_listen,
             memory,
@@ -1082,6 +1110,16 @@ impl Validator<'_> {
 
 // ---- control API requests, checked by the same code as the file ----
 
+/// The state file of a daemon whose control socket is `control_socket`: next to it,
+/// named after it (`/run/podwire/podwire.sock` -> `/run/podwire/podwire.state.json`).
+/// On a tmpfs like /run it survives a daemon restart but not a reboot, like the pods
+/// whose ports it describes.
+pub fn default_state_file(control_socket: &Path) -> PathBuf {
+    let stem = control_socket.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let name = format!("{}.state.json", stem.as_deref().unwrap_or("podwire"));
+    control_socket.with_file_name(name)
+}
+
 /// A control API request that is wrong: one sentence, and the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -1568,5 +1606,25 @@ mod tests {
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(cpu_list(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+
+    #[test]
+    fn state_file_defaults_next_to_the_control_socket() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.state_file, Some(PathBuf::from("/tmp/pw-test/ctl.state.json")));
+        let c = parse("[workers]\ncores = [0]\n").unwrap();
+        assert_eq!(c.state_file, Some(PathBuf::from("/run/podwire/podwire.state.json")));
+        let with = |v: &str| parse(&format!("state_file = {v}\n{GOOD}"));
+        assert_eq!(with("\"\"").unwrap().state_file, None);
+        assert_eq!(
+            with("\"/var/lib/pw/s.json\"").unwrap().state_file,
+            Some("/var/lib/pw/s.json".into())
+        );
+        let clash = with("\"/tmp/a.sock\"").unwrap_err().to_string();
+        assert!(clash.contains("is also used by state_file"), "{clash}");
+        for bad in ["\"rel.json\"", "\"/\"", "\"/tmp/pw-test/ctl.sock\""] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("state_file"), "{bad}: {e}");
+        }
     }
 }

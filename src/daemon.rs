@@ -150,6 +150,12 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
         config.clone(),
         config_path.map(Path::to_owned),
     )));
+    {
+        // The control API's objects of the last run, after the file's and before the
+        // first request: a CNI CHECK never sees them missing.
+        let mut sw = switch.lock().unwrap_or_else(|e| e.into_inner());
+        sw.restore_state();
+    }
     let state = ControlState::new(switch.clone());
     let metrics = match config.metrics_listen {
         Some(addr) => {
@@ -168,8 +174,12 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
         match signals.wait(SUPERVISE_INTERVAL) {
             Some(libc::SIGHUP) => {
                 tracing::info!("SIGHUP received: reloading the config file");
-                if let Err(e) = state.lock().reload_from_file() {
-                    tracing::error!("reload refused: {e}");
+                let mut sw = state.lock();
+                match sw.reload_from_file() {
+                    Ok(_) => {
+                        sw.save_state();
+                    }
+                    Err(e) => tracing::error!("reload refused: {e}"),
                 }
             }
             Some(sig) => {

@@ -6,9 +6,11 @@
 //! outlives the daemon and takes the reconnect); a server-mode vhost-user port (its
 //! socket file stays behind after the kill and must be replaced); and two AF_XDP
 //! ports on veths into two namespaces, cross-connected (the kernel ping crosses
-//! podwire). After the kill the control socket and the server socket are stale
-//! files; the new daemon must take them over, reconnect to the pod, take the
-//! interfaces' queues again (the XDP program died with its BPF link), and forward.
+//! podwire), one from the config file, the other and the cross-connect made through
+//! the control API (they come back from the state file). After the kill the control
+//! socket and the server socket are stale files; the new daemon must take them over,
+//! reconnect to the pod, take the interfaces' queues again (the XDP program died with
+//! its BPF link), and forward.
 //! The test prints the time from the restart to each stage.
 //!
 //! Needs root, hugepages, dpdk-testpmd, iproute2, ethtool and ping
@@ -36,14 +38,24 @@ fn config(client: &[PathBuf], server: &Path, net: &NetSetup) -> String {
         "[[ports]]\nname = \"s0\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nmode = \"server\"\n",
         server.display()
     );
-    for (i, e) in net.ends.iter().enumerate() {
-        s += &format!(
-            "[[ports]]\nname = \"x{i}\"\ntype = \"af-xdp\"\ninterface = \"{}\"\nxdp_mode = \"generic\"\n",
-            e.host
-        );
-    }
-    s += "[[xconnect]]\nports = [\"c0\", \"c1\"]\n[[xconnect]]\nports = [\"x0\", \"x1\"]\n";
+    // x1 and its cross-connect come from the control API (see the test).
+    s += &format!(
+        "[[ports]]\nname = \"x0\"\ntype = \"af-xdp\"\ninterface = \"{}\"\nxdp_mode = \"generic\"\n",
+        net.ends[0].host
+    );
+    s += "[[xconnect]]\nports = [\"c0\", \"c1\"]\n";
     s
+}
+
+/// Adds AF_XDP port x1 and the cross-connect x0 <-> x1 through the control API.
+fn api_objects(daemon: &Daemon, net: &NetSetup) {
+    let body = format!(
+        "{{\"name\": \"x1\", \"type\": \"af-xdp\", \"interface\": \"{}\", \
+         \"xdp_mode\": \"generic\"}}",
+        net.ends[1].host
+    );
+    daemon.api_ok("POST", "/ports", Some(&body), 201);
+    daemon.api_ok("POST", "/xconnects", Some("{\"ports\": [\"x0\", \"x1\"]}"), 201);
 }
 
 fn total_rx(pod: &mut Pod) -> u64 {
@@ -72,6 +84,7 @@ fn sigkilled_daemon_restarts_and_every_port_forwards_again() {
 
     // A virtio-user server waits for its client during startup: daemon first.
     let daemon = Daemon::start(dir.path(), &cfg, &[&server]);
+    api_objects(&daemon, &net);
     let mut pod = Pod::start(PodConfig::new(&client).on_cpu(1).server(true)).expect("pod");
     pod.wait_links_up(Duration::from_secs(20)).expect("pod links up");
     pod.start_tx_first(8).expect("pod start");
@@ -115,6 +128,8 @@ fn sigkilled_daemon_restarts_and_every_port_forwards_again() {
     for p in daemon.stats() {
         assert_eq!(p.errors, 0, "{p:?}");
     }
+    let x1 = daemon.api_ok("GET", "/ports/x1", None, 200);
+    assert_eq!((&x1["origin"], &x1["xconnect"]), (&"api".into(), &"x0".into()), "{x1}");
     pod.stop().expect("pod stop");
     pod.quit().expect("pod quit");
     let log = daemon.stop();

@@ -325,13 +325,15 @@ exit 0
 }
 
 /// The daemon path: `podwire run` cross-connects the VF and a virtio-net function,
-/// both owned through VFIO. The guest kernel's igb PF netdev (10.78.0.1, root
+/// both owned through VFIO; then it is SIGKILLed while forwarding and started again
+/// on the same config, with no cleanup in between: it must take both devices again
+/// (the guest prints the time to the first ping answered through them). The guest kernel's igb PF netdev (10.78.0.1, root
 /// namespace) reaches an e1000e netdev (10.78.0.2, namespace `peer`) only through
 /// podwire: PF -> (igb's internal switch) VF -> podwire -> virtio-net -> hub 1 ->
 /// e1000e, and back. The e1000e carries the VF's MAC, so the PF's frames for it are
 /// switched to the VF, and the replies leave the VF with its own source MAC.
 #[test]
-fn daemon_cross_connects_igbvf_and_virtio_net() {
+fn daemon_cross_connects_igbvf_and_virtio_net_and_takes_them_again_after_sigkill() {
     check_qemu();
     let dir = RunDir::new("xconnect");
     let script = dir.0.join("guest.sh");
@@ -383,10 +385,16 @@ ring_size = 256
 [[xconnect]]
 ports = ["vf", "virtio"]
 CFG
+# Milliseconds from $1 (date +%s%N) to $2 (seconds.fraction); the time of the first
+# line of log $1 that matches $2 (the log's UTC timestamps).
+ms_since() {{ awk -v a="$1" -v b="$2" 'BEGIN {{ printf "%d", b * 1000 - a / 1000000 }}'; }}
+logts() {{ date -u -d "$(sed -n "s/^\([0-9T:.-]*\)Z .*$2.*/\1/p" "$1" | head -1)" +%s.%N; }}
+t0=$(date +%s%N)
 RUST_LOG=info $PODWIRE run -c /run/podwire.toml >/tmp/resp.log 2>&1 &
 dpid=$!
 wait_for_line /tmp/resp.log 'control socket ready\|error' 60 || fail "podwire never got ready"
 grep -q 'control socket ready' /tmp/resp.log || fail "podwire did not start"
+say "FIRST START: exec to first log line $(ms_since $t0 $(logts /tmp/resp.log starting)) ms, control socket ready after $(ms_since $t0 $(logts /tmp/resp.log 'control socket ready')) ms"
 n=0
 until ping -c 1 -W 1 10.78.0.2 >/dev/null 2>&1; do
   n=$((n + 1)); [ $n -ge 20 ] && fail "10.78.0.2 never answered through podwire"
@@ -395,9 +403,38 @@ say "first answer after $n unanswered pings"
 ping_ok 10 56 10.78.0.2 || fail "ping loss through podwire"
 ping_ok 3 8972 10.78.0.2 "-M do" || fail "jumbo ping loss through podwire"
 $PODWIRE stats --socket /run/podwire.sock --json | sed 's/^/PODWIRE-STATS: /'
+# SIGKILL while frames cross podwire: no cleanup of any kind, then the same config
+# again. The dead process's VFIO container, group and device fds close with it (DMA
+# unmapped, the function reset by vfio-pci), its packet memory was a hugetlb memfd
+# (no file left in a hugetlbfs), the control socket file stays behind.
+ping -q -i 0.05 -W 1 10.78.0.2 >/dev/null 2>&1 &
+ppid=$!
+sleep 1
+kill -KILL $dpid
+wait $dpid 2>/dev/null
+kill $ppid; wait $ppid 2>/dev/null
+[ -S /run/podwire.sock ] || fail "the control socket file should be left behind by SIGKILL"
+hp=$(awk '/HugePages_Total/ {{t=$2}} /HugePages_Free/ {{f=$2}} END {{print t - f}}' /proc/meminfo)
+say "podwire SIGKILLed while forwarding; hugepages still in use after its death: $hp"
+[ "$hp" = 0 ] || fail "the dead podwire's hugepages were not released ($hp)"
+$PODWIRE pci list | grep -q "$vf.*vfio-pci" || fail "$vf left vfio-pci"
+t0=$(date +%s%N)
+RUST_LOG=info $PODWIRE run -c /run/podwire.toml >/tmp/resp2.log 2>&1 &
+dpid=$!
+ping -D -i 0.05 -W 1 -c 1200 10.78.0.2 >/tmp/ping2.log 2>&1 &
+ppid=$!
+wait_for_line /tmp/ping2.log 'bytes from' 60 || {{ cat /tmp/resp2.log; fail "no answer through podwire within 60 s of the restart"; }}
+kill $ppid; wait $ppid 2>/dev/null
+t1=$(sed -n 's/^\[\([0-9.]*\)\] .*bytes from.*/\1/p' /tmp/ping2.log | head -1)
+wait_for_line /tmp/resp2.log 'control socket ready' 30 || fail "podwire never got ready after the restart"
+say "RESTART: exec to first log line $(ms_since $t0 $(logts /tmp/resp2.log starting)) ms, control socket ready after $(ms_since $t0 $(logts /tmp/resp2.log 'control socket ready')) ms, first ping answered through both VFIO ports after $(ms_since $t0 $t1) ms"
+ping_ok 10 56 10.78.0.2 || fail "ping loss through podwire after the restart"
+ping_ok 3 8972 10.78.0.2 "-M do" || fail "jumbo ping loss after the restart"
+$PODWIRE stats --socket /run/podwire.sock --json | sed 's/^/PODWIRE-STATS2: /'
 kill -TERM $dpid
 wait $dpid || fail "podwire exited with $?"
 cat /tmp/resp.log
+cat /tmp/resp2.log
 $PODWIRE pci unbind "$vio" || fail "podwire pci unbind $vio"
 say "virtio driver after unbind: $(basename "$(readlink /sys/bus/pci/devices/$vio/driver)" 2>/dev/null)"
 exit 0
@@ -442,6 +479,33 @@ exit 0
         assert_eq!(p.errors, 0, "{p:?}");
     }
     assert_eq!(stats.ports.len(), 2);
+    // After the SIGKILL and the restart: both devices taken again, forwarding.
+    // Each start reset both functions through VFIO before using them.
+    assert_eq!(
+        serial.matches("function_reset=\"done\"").count(),
+        4,
+        "a function reset per device and start\n{}",
+        q.describe()
+    );
+    for what in ["FIRST START: ", "RESTART: "] {
+        let line = serial
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} line\n{}", q.describe()));
+        println!("{}", line.trim());
+    }
+    let json = serial
+        .lines()
+        .find_map(|l| l.split_once("PODWIRE-STATS2: ").map(|(_, j)| j.to_string()))
+        .unwrap_or_else(|| panic!("no stats line after the restart\n{}", q.describe()));
+    let stats: podwire::control::StatsResponse =
+        serde_json::from_str(json.trim()).unwrap_or_else(|e| panic!("stats {json:?}: {e}"));
+    assert_eq!(stats.ports.len(), 2);
+    for p in &stats.ports {
+        assert_eq!(p.link, "up", "after the restart: {p:?}");
+        assert!(p.rx_packets >= 13 && p.tx_packets >= 13, "after the restart: {p:?}");
+        assert_eq!(p.errors, 0, "after the restart: {p:?}");
+    }
     // On hub 1, podwire's virtio-net sent the PF's frames (source: the PF's MAC), and
     // the e1000e's replies (source: the VF's MAC) came back.
     let cap = std::fs::read(&pcap).unwrap_or_default();

@@ -332,8 +332,18 @@ fn body_json(req: &Request, empty_ok: bool) -> Result<serde_json::Value, Answer>
         .map_err(|e| Answer::error(400, &format!("the body is not valid JSON: {e}"), None))
 }
 
-/// The answer to a request.
+/// The answer to a request. After a change that succeeded, the state file is
+/// written before the answer goes out ([`crate::switch::state_file`]).
 pub fn respond(req: &Request, state: &ControlState) -> Answer {
+    let answer = route(req, state);
+    if matches!(req.method.as_str(), "POST" | "DELETE") && (200..300).contains(&answer.status) {
+        state.lock().save_state();
+    }
+    answer
+}
+
+/// [`respond`] without the state file.
+fn route(req: &Request, state: &ControlState) -> Answer {
     let path = &req.path;
     let method = req.method.as_str();
     let path = if path.len() > 1 { path.trim_end_matches('/') } else { path };
@@ -460,7 +470,8 @@ mod tests {
     fn state() -> ControlState {
         let core = crate::config::allowed_cpus().and_then(|c| c.last().copied()).unwrap_or(0);
         let text = format!(
-            "control_socket = \"/tmp/pw-unit-{}.sock\"\n[workers]\ncores = [{core}]\n",
+            "control_socket = \"/tmp/pw-unit-{}.sock\"\nstate_file = \"\"\n\
+             [workers]\ncores = [{core}]\n",
             std::process::id()
         );
         let config = Config::parse(&text, std::path::Path::new("t.toml")).unwrap();

@@ -13,9 +13,11 @@
 //! - [`request`]: reading JSON request fields.
 //! - [`reload`]: applying the difference between the running file config and a new
 //!   one.
+//! - [`state_file`]: what the control API made, kept on disk and replayed at start.
 
 pub mod reload;
 pub mod request;
+pub mod state_file;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -321,6 +323,12 @@ impl Switch {
                 return Err(SwitchError::conflict(
                     Some("socket"),
                     format!("{} is podwire's control socket", v.socket.display()),
+                ));
+            }
+            if self.config.state_file.as_ref() == Some(&v.socket) {
+                return Err(SwitchError::conflict(
+                    Some("socket"),
+                    format!("{} is podwire's state file", v.socket.display()),
                 ));
             }
         }

@@ -20,7 +20,7 @@ use crate::control::ReloadReport;
 use crate::engine::Attachment;
 
 /// Where a config puts each of its ports.
-fn wiring(c: &Config) -> HashMap<String, Attachment> {
+pub(super) fn wiring(c: &Config) -> HashMap<String, Attachment> {
     let mut out: HashMap<String, Attachment> =
         c.ports.iter().map(|p| (p.name.clone(), Attachment::Idle)).collect();
     for x in &c.xconnects {
@@ -70,6 +70,9 @@ impl Switch {
         }
         if new.control_socket != old.control_socket {
             return Err(bad("control_socket cannot change while podwire runs; restart it".into()));
+        }
+        if new.state_file != old.state_file {
+            return Err(bad("state_file cannot change while podwire runs; restart it".into()));
         }
         let (old_ports, new_ports) = (by_name(&old), by_name(&new));
         let (old_wiring, new_wiring) = (wiring(&old), wiring(&new));

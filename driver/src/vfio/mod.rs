@@ -366,6 +366,22 @@ impl VfioDevice {
         self.write_config(PCI_COMMAND, &cmd.to_le_bytes())
     }
 
+    /// [`VfioDevice::reset`] at open, for the log: `"done"`, `"not supported"` or
+    /// `"failed"` (warned about). The drivers reset the function through their own
+    /// registers as well, so a device without a reset still starts clean; this one
+    /// also stops DMA a previous owner left running (a podwire killed with SIGKILL:
+    /// vfio-pci resets the function when the last fd closes, where it can).
+    pub fn reset_at_open(&self) -> &'static str {
+        match self.reset() {
+            Ok(true) => "done",
+            Ok(false) => "not supported",
+            Err(e) => {
+                tracing::warn!(pci = %self.addr, "function reset failed: {e}; the driver resets the device itself");
+                "failed"
+            }
+        }
+    }
+
     /// Function-level reset, when the device supports one. Returns whether it did.
     pub fn reset(&self) -> Result<bool, VfioError> {
         if self.flags & sys::VFIO_DEVICE_FLAGS_RESET == 0 {

@@ -151,7 +151,7 @@ impl IgbVf {
         }
         let mut device = VfioDevice::open(sysfs, cfg.pci)?;
         // A function-level reset stops whatever the previous owner left running.
-        let _ = device.reset();
+        let function_reset = device.reset_at_open();
         device.enable_bus_master()?;
         let bar = device.map_bar(0)?;
         if bar.len() < BAR0_MIN_LEN {
@@ -219,7 +219,7 @@ impl IgbVf {
             tx.push(t);
         }
         tracing::info!(port = %cfg.name, pci = %cfg.pci, %mac, queues = cfg.queues, max_frame,
-            link_up = bar.read32(STATUS) & STATUS_LU != 0, "igbvf started");
+            link_up = bar.read32(STATUS) & STATUS_LU != 0, function_reset, "igbvf started");
         Ok(Self {
             name: cfg.name.clone(),
             mac,

@@ -218,7 +218,8 @@ impl VirtioNet {
             return Err(NicError::Config("a virtio-net port needs at least 1 queue pair".into()));
         }
         let mut device = VfioDevice::open(sysfs, cfg.pci)?;
-        let _ = device.reset();
+        // Stops whatever the previous owner left running; the status reset below too.
+        let function_reset = device.reset_at_open();
         device.enable_bus_master()?;
         let mut image = [0u8; 256];
         device.read_config(0, &mut image)?;
@@ -376,7 +377,7 @@ impl VirtioNet {
             notify_bar.write16(*noff, 2 * i as u16);
         }
         tracing::info!(port = %cfg.name, pci = %cfg.pci, %mac, features = format_args!("{features:#x}"),
-            ring = size, queue_pairs = pairs, "virtio-net started");
+            ring = size, queue_pairs = pairs, function_reset, "virtio-net started");
         Ok(Self {
             name: cfg.name.clone(),
             mac,
