@@ -431,10 +431,7 @@ impl Bridge {
         shared.shards.lock().unwrap_or_else(|e| e.into_inner()).push(shard.clone());
         Self {
             members: Vec::new(),
-            table: MacTable::new(
-                shared.mac_table_size,
-                shared.mac_age_secs.saturating_mul(1000),
-            ),
+            table: MacTable::new(shared.mac_table_size, shared.mac_age_secs.saturating_mul(1000)),
             out: Vec::new(),
             pool,
             shared: shared.clone(),
@@ -571,7 +568,13 @@ impl Bridge {
     /// `from`, queue `q`) on the members' transmit vectors or the rings to other
     /// workers.
     #[inline]
-    fn switch(&mut self, from: usize, q: u16, buf: &mut Vec<PacketBuf>, tx: &mut [Option<Outbound>]) {
+    fn switch(
+        &mut self,
+        from: usize,
+        q: u16,
+        buf: &mut Vec<PacketBuf>,
+        tx: &mut [Option<Outbound>],
+    ) {
         let now = self.now_ms;
         let c = &self.shard.counters;
         let n = self.members.len();
@@ -649,7 +652,8 @@ impl Bridge {
                     if m.port.is_some() {
                         Self::enqueue(m, &mut self.out[p as usize], pkt, vid);
                     } else {
-                        let msg = CrossPacket { pkt, bridge, src_port: src_id, dst_port: m.id, vid };
+                        let msg =
+                            CrossPacket { pkt, bridge, src_port: src_id, dst_port: m.id, vid };
                         if !send_cross(tx, m.worker, msg) {
                             cross_drops += 1;
                             m.status.count_cross_drop();
@@ -727,23 +731,26 @@ impl Bridge {
         let mut last: Option<Target> = None;
         let (mut nobuf, mut cross_drops) = (0, 0);
         let mut workers: u64 = 0;
-        let mut emit = |t: Target, p: PacketBuf, remote: &mut Option<(&mut [Option<Outbound>], u32, u32)>| match t {
-            Target::Local(j) => Self::enqueue(&members[j], &mut out[j], p, vid),
-            Target::Worker(w) => {
-                if let Some((tx, bridge, src)) = remote {
-                    let msg = CrossPacket {
-                        pkt: p,
-                        bridge: *bridge,
-                        src_port: *src,
-                        dst_port: FLOOD_PORT,
-                        vid,
-                    };
-                    if !send_cross(tx, w, msg) {
-                        cross_drops += 1;
+        let mut emit =
+            |t: Target, p: PacketBuf, remote: &mut Option<(&mut [Option<Outbound>], u32, u32)>| {
+                match t {
+                    Target::Local(j) => Self::enqueue(&members[j], &mut out[j], p, vid),
+                    Target::Worker(w) => {
+                        if let Some((tx, bridge, src)) = remote {
+                            let msg = CrossPacket {
+                                pkt: p,
+                                bridge: *bridge,
+                                src_port: *src,
+                                dst_port: FLOOD_PORT,
+                                vid,
+                            };
+                            if !send_cross(tx, w, msg) {
+                                cross_drops += 1;
+                            }
+                        }
                     }
                 }
-            }
-        };
+            };
         let mut next = |t: Target, remote: &mut Option<(&mut [Option<Outbound>], u32, u32)>| {
             if let Some(prev) = last {
                 match pool.alloc() {
@@ -881,4 +888,186 @@ fn send_cross(tx: &mut [Option<Outbound>], w: usize, msg: CrossPacket) -> bool {
 /// Formats a packed MAC.
 pub fn mac_string(k: MacKey) -> String {
     podwire_driver::MacAddr(vlan::mac_bytes(k)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::ring;
+    use podwire_driver::{MacAddr, MempoolConfig, PortInfo};
+    use std::sync::Mutex as StdMutex;
+
+    type Wire = Arc<StdMutex<Vec<PacketBuf>>>;
+
+    /// A port whose receive side is `rx` and whose transmit side appends to `tx`.
+    struct TestPort {
+        name: String,
+        rx: Wire,
+        tx: Wire,
+        counters: Arc<PortCounters>,
+    }
+
+    fn test_port(name: &str) -> (Box<dyn Port>, Wire, Wire) {
+        let (rx, tx) = (Wire::default(), Wire::default());
+        let p = TestPort {
+            name: name.into(),
+            rx: rx.clone(),
+            tx: tx.clone(),
+            counters: PortCounters::new(1),
+        };
+        (Box::new(p), rx, tx)
+    }
+
+    impl Port for TestPort {
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn info(&self) -> PortInfo {
+            PortInfo { kind: "test", mac: MacAddr([2, 0, 0, 0, 0, 0]), queues: 1 }
+        }
+        fn link_up(&self) -> bool {
+            true
+        }
+        fn rx_burst(&mut self, _q: u16, bufs: &mut Vec<PacketBuf>, max: usize) -> usize {
+            let mut rx = self.rx.lock().unwrap();
+            let n = rx.len().min(max);
+            bufs.extend(rx.drain(..n));
+            n
+        }
+        fn tx_burst(&mut self, _q: u16, bufs: &mut Vec<PacketBuf>) -> usize {
+            let n = bufs.len();
+            self.tx.lock().unwrap().append(bufs);
+            n
+        }
+        fn counters(&self) -> Arc<PortCounters> {
+            self.counters.clone()
+        }
+    }
+
+    const COUNT: u32 = 512;
+
+    fn pool() -> Mempool {
+        Mempool::small_pages(MempoolConfig { count: COUNT, ..Default::default() }).unwrap()
+    }
+
+    fn frame(pool: &Mempool, dst: u8, src: u8) -> PacketBuf {
+        let mut f = [0u8; 60];
+        f[..6].copy_from_slice(&[2, 0, 0, 0, 0, dst]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, src]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut b = pool.alloc().unwrap();
+        assert!(b.copy_from(&f));
+        b
+    }
+
+    fn spec() -> BridgeSpec {
+        BridgeSpec {
+            name: "br".into(),
+            ports: vec![(0, VlanMode::default())],
+            mac_age_secs: 300,
+            mac_table_size: 64,
+        }
+    }
+
+    fn remote(name: &str, id: u32, worker: usize, mode: VlanMode) -> RemoteMember {
+        let (p, _, _) = test_port(name);
+        RemoteMember { id, worker, status: Arc::new(PortStatus::of(p.as_ref())), mode }
+    }
+
+    fn all_free(pool: &Mempool) -> bool {
+        pool.release_thread_cache();
+        pool.in_ring() == COUNT as usize
+    }
+
+    #[test]
+    fn full_ring_drops_are_counted_and_every_buffer_comes_back() {
+        let pool = pool();
+        let (a, a_rx, a_tx) = test_port("a");
+        let status = Arc::new(PortStatus::of(a.as_ref()));
+        let mut br = Bridge::new(&spec(), 0, 0, vec![(a, status, 10)], pool.clone());
+        let b = remote("b", 11, 1, VlanMode::default());
+        let b_status = b.status.clone();
+        br.add_remote(b);
+        let (p, mut c) = ring::channel::<CrossPacket>(4);
+        let mut tx = vec![None, Some(p)];
+        // b's address comes from worker 1 (a flood): learned on b, delivered to a.
+        br.deliver(CrossPacket {
+            pkt: frame(&pool, 0xff, 0xb),
+            bridge: 0,
+            src_port: 11,
+            dst_port: FLOOD_PORT,
+            vid: DEFAULT_VLAN,
+        });
+        br.flush_delivered();
+        assert_eq!(a_tx.lock().unwrap().len(), 1);
+        // Ten frames a -> b: four fit in the ring, six are dropped and counted.
+        a_rx.lock().unwrap().extend((0..10).map(|_| frame(&pool, 0xb, 0xa)));
+        let mut buf = Vec::with_capacity(BURST_SIZE);
+        assert_eq!(br.poll(&mut buf, &mut tx), 10);
+        let cnt = br.shared().counters();
+        assert_eq!(cnt.forwarded.load(Ordering::Relaxed), 10);
+        assert_eq!(cnt.cross_worker_drops.load(Ordering::Relaxed), 6);
+        assert_eq!(cnt.flooded.load(Ordering::Relaxed), 1, "not flooded: b was learned");
+        assert_eq!(b_status.cross_worker_drops(), 6);
+        let first = c.pop().unwrap();
+        assert_eq!((first.src_port, first.dst_port, first.vid), (10, 11, DEFAULT_VLAN));
+        drop(first);
+        a_tx.lock().unwrap().clear();
+        // The three frames left in the ring go back to the pool with it.
+        assert!(!all_free(&pool));
+        drop((tx, c));
+        assert!(all_free(&pool), "{} of {COUNT} free", pool.in_ring());
+        drop(br);
+    }
+
+    #[test]
+    fn frames_for_a_port_that_left_are_freed_and_floods_reach_each_worker_once() {
+        let pool = pool();
+        let (a, _a_rx, a_tx) = test_port("a");
+        let status = Arc::new(PortStatus::of(a.as_ref()));
+        let mut br = Bridge::new(&spec(), 0, 0, vec![(a, status, 1)], pool.clone());
+        let (l2, l2_rx, l2_tx) = test_port("l2");
+        let s2 = Arc::new(PortStatus::of(l2.as_ref()));
+        br.add_member(l2, s2, 2, &VlanMode::default());
+        // Worker 1 polls two members of VLAN 1 and one of VLAN 9; worker 2 one of
+        // VLAN 9 only.
+        br.add_remote(remote("r3", 3, 1, VlanMode::default()));
+        br.add_remote(remote("r4", 4, 1, VlanMode::Trunk(vec![1, 9])));
+        br.add_remote(remote("r5", 5, 1, VlanMode::Access(9)));
+        br.add_remote(remote("r6", 6, 2, VlanMode::Access(9)));
+        let rings: Vec<_> = (0..3).map(|_| ring::channel::<CrossPacket>(64)).collect();
+        let (mut tx, mut rx): (Vec<_>, Vec<_>) =
+            rings.into_iter().map(|(p, c)| (Some(p), c)).unzip();
+        tx[0] = None;
+        // A broadcast from l2 (VLAN 1): a here, once to worker 1, nothing to worker 2.
+        l2_rx.lock().unwrap().push(frame(&pool, 0xff, 0x22));
+        let mut buf = Vec::with_capacity(BURST_SIZE);
+        br.poll(&mut buf, &mut tx);
+        assert_eq!(a_tx.lock().unwrap().len(), 1);
+        assert!(l2_tx.lock().unwrap().is_empty(), "never back to the ingress port");
+        let m = rx[1].pop().expect("one copy for worker 1");
+        assert_eq!((m.dst_port, m.src_port), (FLOOD_PORT, 2));
+        assert!(rx[1].pop().is_none(), "exactly one copy per worker");
+        assert!(rx[2].pop().is_none(), "worker 2 has no member in VLAN 1");
+        drop(m);
+        // Member a leaves; a frame for it that was already in a ring is freed.
+        assert!(br.remove_member(1).unwrap().is_some());
+        assert!(br.remove_member(3).unwrap().is_none(), "a remote member leaves too");
+        br.deliver(CrossPacket {
+            pkt: frame(&pool, 0xa, 0x33),
+            bridge: 0,
+            src_port: 4,
+            dst_port: 1,
+            vid: DEFAULT_VLAN,
+        });
+        br.flush_delivered();
+        let c = br.shared().counters();
+        assert_eq!(c.cross_worker_drops.load(Ordering::Relaxed), 1);
+        assert_eq!(c.learned.load(Ordering::Relaxed), 2, "0x22 on l2 and 0x33 on r4");
+        a_tx.lock().unwrap().clear();
+        l2_tx.lock().unwrap().clear();
+        drop((tx, rx));
+        drop(br);
+        assert!(all_free(&pool), "{} of {COUNT} free", pool.in_ring());
+    }
 }

@@ -864,8 +864,7 @@ impl Engine {
             if other == w {
                 continue;
             }
-            let remote =
-                RemoteMember { id, worker: w, status: status.clone(), mode: mode.clone() };
+            let remote = RemoteMember { id, worker: w, status: status.clone(), mode: mode.clone() };
             self.command(other, Command::AddRemote { bridge: bridge.to_owned(), remote })?;
         }
         Ok(())
