@@ -128,6 +128,9 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
         &config.workers.cores,
         Some(&pool),
     )?;
+    // The ports filled their rings from this thread's cache of the pool: what is left
+    // there goes back to the shared ring, where `GET /stats` counts it as free.
+    pool.release_thread_cache();
     for w in engine.assignments() {
         for [a, b] in &w.xconnects {
             tracing::info!(core = w.core, "worker on core {}: cross-connect {a} <-> {b}", w.core);

@@ -171,6 +171,8 @@ fn poll_loop(
             }
         }
         if pairs.is_empty() && bridges.is_empty() {
+            // Frames sent before this worker's last bridge part went: freed here.
+            cross.drain(bridges);
             tally.record(false);
             cache.publish();
             std::thread::sleep(IDLE_SLEEP);
