@@ -2,9 +2,14 @@
 //! unicast within the bridge and VLAN (never back to the ingress port), and 802.1Q
 //! access and trunk ports.
 //!
-//! A [`Bridge`] is run by one worker, which owns all its ports, its MAC table and
-//! its per-port transmit vectors: the datapath takes no lock and allocates nothing
-//! on the heap (a flooded frame is copied into a buffer from the mempool's
+//! A bridge whose members are polled by several workers is run in parts, one
+//! `Bridge` per worker: each owns the ports its worker polls, its own MAC table and
+//! per-port transmit vectors, and knows the members of other workers as remote
+//! entries. A frame for a remote member goes through the ring to that member's worker
+//! (`engine::cross`); a flood goes once to each other worker polling a member of the
+//! VLAN, which floods it to its own members; the receiving part learns the frame's
+//! source on the remote ingress member (`Bridge::deliver`). The datapath takes no
+//! lock and allocates nothing on the heap (a flooded frame is copied into a buffer from the mempool's
 //! per-thread cache). Per packet the work beyond the port I/O is one learn probe for
 //! the source and one lookup for the destination, skipped for a frame with the same
 //! addresses and VLAN as the one before it in the burst (it gets the same decision);

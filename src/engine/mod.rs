@@ -6,8 +6,8 @@
 //! [`Engine::start`] starts one worker per core and moves every cross-connected port
 //! onto the worker that owns its pair (both ports of a pair on the same worker, pairs
 //! dealt round-robin over the cores); [`Engine::start_with_bridges`] does the same
-//! with L2 bridges (all ports of a bridge on one worker, bridges dealt round-robin
-//! after the pairs). From then on only that worker calls the port. Other threads see
+//! with L2 bridges (bridges homed round-robin after the pairs, each member placed as
+//! a port joining at runtime). From then on only that worker calls the port. Other threads see
 //! a port through its [`PortStatus`]: the shared counters, and link state and MAC
 //! that the worker republishes every few hundred microseconds. Ports in no
 //! cross-connect or bridge stay with the engine (unpolled, "idle") and are refreshed
@@ -21,8 +21,14 @@
 //! through its lock-free inbox and applied between two poll rounds; the engine waits
 //! for the reply. Ports are created and dropped on the calling thread, never on a
 //! worker. Placement: a new cross-connect or bridge goes to the worker with the
-//! fewest ports; every port of a bridge stays on the bridge's worker (a bridge does
-//! not span workers), so a port joining a bridge moves to that bridge's worker.
+//! fewest ports; a port joining a bridge goes to the worker asked for, else to the
+//! one with the fewest ports. A bridge runs in parts, one on each worker polling a
+//! member (and one on its home worker): frames for a member of another worker cross
+//! through the single-producer/single-consumer rings between every two workers
+//! (`cross`, `ring`). A joining port is added on its worker before the other
+//! parts learn of it; a leaving port is forgotten by the other parts before its own
+//! worker lets it go, so no frame for it enters a ring afterwards and those already
+//! in one are freed by its worker.
 //!
 //! Each worker counts its poll rounds as busy (packets moved) or idle
 //! ([`WorkerPollStats`], [`Engine::worker_polls`]) for `GET /metrics`.
@@ -541,6 +547,15 @@ impl Engine {
     pub fn refresh_idle(&self) {
         for (p, s) in &self.idle {
             s.publish(p.as_ref());
+        }
+    }
+
+    /// Lets the idle ports apply pending control-plane changes (see
+    /// [`Port::service`]): a frontend of a port in no bridge or cross-connect gets its
+    /// answers without waiting for a worker that will not come.
+    pub fn service_idle(&mut self) {
+        for (p, _) in &mut self.idle {
+            p.service();
         }
     }
 
