@@ -179,6 +179,11 @@ impl Switch {
         self.engine.refresh_idle();
     }
 
+    /// Lets idle ports apply pending control-plane changes; call it every few ms.
+    pub fn service_idle(&mut self) {
+        self.engine.service_idle();
+    }
+
     /// Stops the workers and hands every port back.
     pub fn stop(self) -> Vec<Box<dyn podwire_driver::Port>> {
         self.engine.stop()
