@@ -4,7 +4,6 @@
 //! after the port was polled once and then left its cross-connect.
 
 mod common;
-#[allow(dead_code)]
 mod vhost_frontend;
 
 use std::time::{Duration, Instant};
