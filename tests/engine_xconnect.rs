@@ -457,7 +457,7 @@ fn runtime_changes_do_not_disturb_a_steady_pair() {
 }
 
 #[test]
-fn new_units_go_to_the_least_loaded_worker_and_bridge_ports_follow_their_bridge() {
+fn new_units_and_bridge_ports_go_to_the_least_loaded_worker() {
     use podwire::bridge::{BridgeSpec, VlanMode};
     let mk = |n: &str| -> Box<dyn Port> { Box::new(RingPort::new(n, 1, 4, 4).0) };
     let pool = pool(2048);
@@ -484,8 +484,10 @@ fn new_units_go_to_the_least_loaded_worker_and_bridge_ports_follow_their_bridge(
         engine.add_port(mk(n)).map_err(|(e, _)| e).unwrap();
         engine.bridge_add_port("br1", n, VlanMode::default()).unwrap();
     }
-    // The bridge's ports moved to its worker: worker 1 now polls 3 ports, worker 0
-    // two, so the next bridge goes to worker 0.
+    // Each port went to the least-loaded worker, the bridge's own on a tie: p1 and p2
+    // to worker 1 (0 and 1 ports against 2), p3 too (2 against 2, and worker 1 runs
+    // the bridge). Worker 1 now polls 3 ports, worker 0 two, so the next bridge goes
+    // to worker 0.
     engine.create_bridge(&spec("br2")).unwrap();
     let a = engine.assignments();
     assert_eq!(a[0].bridges, ["br2"], "{a:?}");
