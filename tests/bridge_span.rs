@@ -174,6 +174,17 @@ fn a_bridge_spanning_two_workers_switches_learns_floods_and_isolates_vlans() {
     assert!(m.contains("podwire_port_cross_worker_drops_total{port=\"x1\""), "{m}");
     assert!(m.contains("action=\"cross_worker_drop\""), "{m}");
 
+    // The CLI places a port on a given worker too: x4 comes back, on the second one.
+    let out = std::process::Command::new(common::daemon::BIN)
+        .args(["bridge", "attach", "br0", "x4", "--vlan", "10", "--worker", &c1.to_string()])
+        .arg("--socket")
+        .arg(&d.control)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(worker_of(&d, "x4"), Some(c1));
+    assert_eq!(net.ping(3, 4, 3, 56), 3, "x3 and x4 on one worker again");
+
     // Every port goes, the last ones under a flood across workers: then every
     // buffer is back in the pool, none left in a ring between the workers.
     let flood = {
