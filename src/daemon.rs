@@ -18,6 +18,10 @@ use crate::switch::Switch;
 
 /// How often the main thread looks at signals and worker health.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the main thread lets idle ports (in no bridge or cross-connect) apply
+/// their frontends' ring changes: a frontend waits at most about this long for an
+/// answer that needs the datapath side (GET_VRING_BASE).
+const IDLE_SERVICE_INTERVAL: Duration = Duration::from_millis(2);
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,9 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
         &config.workers.cores,
         Some(&pool),
     )?;
+    // The ports filled their rings from this thread's cache of the pool: what is left
+    // there goes back to the shared ring, where `GET /stats` counts it as free.
+    pool.release_thread_cache();
     for w in engine.assignments() {
         for [a, b] in &w.xconnects {
             tracing::info!(core = w.core, "worker on core {}: cross-connect {a} <-> {b}", w.core);
@@ -170,8 +177,9 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
 
     let mut result = Ok(());
     let mut server_down_logged = false;
+    let mut supervised = std::time::Instant::now();
     loop {
-        match signals.wait(SUPERVISE_INTERVAL) {
+        match signals.wait(IDLE_SERVICE_INTERVAL) {
             Some(libc::SIGHUP) => {
                 tracing::info!("SIGHUP received: reloading the config file");
                 let mut sw = state.lock();
@@ -188,7 +196,12 @@ pub fn run(config: &Config, config_path: Option<&Path>) -> Result<(), DaemonErro
             }
             None => {}
         }
-        let sw = state.lock();
+        let mut sw = state.lock();
+        sw.service_idle();
+        if supervised.elapsed() < SUPERVISE_INTERVAL {
+            continue;
+        }
+        supervised = std::time::Instant::now();
         if let Some(core) = sw.engine().failed_worker() {
             tracing::error!(core, "worker thread stopped unexpectedly: shutting down");
             result = Err(DaemonError::WorkerFailed(core));

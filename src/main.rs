@@ -330,6 +330,9 @@ enum BridgeCommand {
         /// Trunk VLANs, comma separated.
         #[arg(long, value_delimiter = ',')]
         trunk: Option<Vec<u16>>,
+        /// The core whose worker polls the port (default: the least-loaded worker).
+        #[arg(long)]
+        worker: Option<usize>,
         #[command(flatten)]
         target: Target,
     },
@@ -722,8 +725,13 @@ fn main() -> ExitCode {
             print_or_fail(cli::bridge_del(&t.socket, &name))
         }
         Command::Bridge {
-            what: BridgeCommand::Attach { bridge, port, vlan, trunk, target: t },
-        } => print_or_fail(cli::bridge_attach(&t.socket, &bridge, &port, vlan, trunk.as_deref())),
+            what: BridgeCommand::Attach { bridge, port, vlan, trunk, worker, target: t },
+        } => print_or_fail(cli::bridge_attach(
+            &t.socket,
+            &bridge,
+            &port,
+            cli::Placement { vlan, trunk: trunk.as_deref(), worker },
+        )),
         Command::Bridge { what: BridgeCommand::Detach { bridge, port, target: t } } => {
             print_or_fail(cli::bridge_detach(&t.socket, &bridge, &port))
         }

@@ -457,7 +457,7 @@ fn runtime_changes_do_not_disturb_a_steady_pair() {
 }
 
 #[test]
-fn new_units_go_to_the_least_loaded_worker_and_bridge_ports_follow_their_bridge() {
+fn new_units_and_bridge_ports_go_to_the_least_loaded_worker() {
     use podwire::bridge::{BridgeSpec, VlanMode};
     let mk = |n: &str| -> Box<dyn Port> { Box::new(RingPort::new(n, 1, 4, 4).0) };
     let pool = pool(2048);
@@ -484,8 +484,10 @@ fn new_units_go_to_the_least_loaded_worker_and_bridge_ports_follow_their_bridge(
         engine.add_port(mk(n)).map_err(|(e, _)| e).unwrap();
         engine.bridge_add_port("br1", n, VlanMode::default()).unwrap();
     }
-    // The bridge's ports moved to its worker: worker 1 now polls 3 ports, worker 0
-    // two, so the next bridge goes to worker 0.
+    // Each port went to the least-loaded worker, the bridge's own on a tie: p1 and p2
+    // to worker 1 (0 and 1 ports against 2), p3 too (2 against 2, and worker 1 runs
+    // the bridge). Worker 1 now polls 3 ports, worker 0 two, so the next bridge goes
+    // to worker 0.
     engine.create_bridge(&spec("br2")).unwrap();
     let a = engine.assignments();
     assert_eq!(a[0].bridges, ["br2"], "{a:?}");
@@ -495,4 +497,110 @@ fn new_units_go_to_the_least_loaded_worker_and_bridge_ports_follow_their_bridge(
     let a = engine.assignments();
     assert_eq!(a[0].xconnects.len() + a[1].xconnects.len(), 2, "{a:?}");
     assert_eq!(engine.stop().len(), 7);
+}
+
+/// An Ethernet frame `dst` <- `src` carrying `seq` (60 bytes).
+fn eth(pool: &Mempool, dst: MacAddr, src: MacAddr, seq: u64) -> PacketBuf {
+    let mut f = [0u8; 60];
+    f[..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    f[14..22].copy_from_slice(&seq.to_le_bytes());
+    let mut b = pool.alloc().expect("buffer");
+    assert!(b.copy_from(&f));
+    b
+}
+
+#[test]
+fn a_bridge_over_two_workers_crosses_in_order_and_frees_what_a_departed_port_left() {
+    use podwire::bridge::{BridgeSpec, VlanMode};
+    const N: u64 = 20_000;
+    let pool = pool(8192);
+    let free_at_start = pool.in_ring();
+    let core = worker_core();
+    let mut engine =
+        Engine::start_with_bridges(Vec::new(), &[], &[], &[core, core], Some(&pool)).unwrap();
+    let spec =
+        BridgeSpec { name: "br".into(), ports: Vec::new(), mac_age_secs: 300, mac_table_size: 64 };
+    engine.create_bridge(&spec).unwrap();
+    let (a, a_ends) = RingPort::new("a", 1, 4096, 4096);
+    let (b, b_ends) = RingPort::new("b", 1, 4096, 4096);
+    let (c, c_ends) = RingPort::new("c", 1, 4096, 4096);
+    let macs = [a.mac, b.mac, c.mac];
+    for p in [a, b, c] {
+        let name = p.name.clone();
+        engine.add_port(Box::new(p)).map_err(|(e, _)| e).unwrap();
+        engine.bridge_add_port("br", &name, VlanMode::default()).unwrap();
+    }
+    // a and c on the home worker, b on the other.
+    let workers = engine.assignments();
+    assert_eq!(workers[0].bridges, ["br"]);
+    assert_eq!(workers[1].bridges, ["br"], "{workers:?}");
+    let bcast = MacAddr([0xff; 6]);
+    // b announces itself (a broadcast crossing to a and c), then a sends N frames
+    // to b: all cross to the other worker, in order; none reaches c.
+    b_ends[0].inject.push(eth(&pool, bcast, macs[1], 0)).unwrap();
+    wait_for("the broadcast to reach a and c", || {
+        a_ends[0].collect.len() == 1 && c_ends[0].collect.len() == 1
+    });
+    // The sender keeps at most 256 frames ahead of what b collected: the ring between
+    // the workers (1024) never fills, so every frame must arrive.
+    let received = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (inject, pool, [a, b, _]) = (a_ends[0].inject.clone(), pool.clone(), macs);
+        let received = received.clone();
+        std::thread::spawn(move || {
+            for seq in 0..N {
+                if received.load(Ordering::Acquire) == u64::MAX {
+                    return;
+                }
+                while seq >= received.load(Ordering::Acquire).saturating_add(256) {
+                    std::thread::yield_now();
+                }
+                let mut p = eth(&pool, b, a, seq);
+                loop {
+                    match inject.push(p) {
+                        Ok(()) => break,
+                        Err(back) => {
+                            p = back;
+                            std::thread::yield_now();
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let mut next = 0u64;
+    let start = Instant::now();
+    while next < N / 2 {
+        assert!(start.elapsed() < DEADLINE, "only {next} of {N} arrived");
+        match b_ends[0].collect.pop() {
+            Some(p) => {
+                let seq = u64::from_le_bytes(p.data()[14..22].try_into().unwrap());
+                assert_eq!(seq, next, "lost or out of order");
+                next += 1;
+                received.store(next, Ordering::Release);
+            }
+            None => std::thread::yield_now(),
+        }
+    }
+    // b leaves under traffic (the sender is let loose), then a and c go too; every
+    // buffer comes back.
+    let stats = engine.bridge("br").unwrap().counters();
+    assert_eq!(stats.cross_worker_drops.load(Ordering::Relaxed), 0, "the ring never filled");
+    assert!(c_ends[0].collect.len() == 1, "unicast to a learned address leaked to c");
+    drop(engine.remove_port("b").expect("remove b"));
+    received.store(u64::MAX, Ordering::Release);
+    sender.join().unwrap();
+    let stats = engine.bridge("br").unwrap().counters();
+    let lost = stats.cross_worker_drops.load(Ordering::Relaxed);
+    eprintln!("{lost} frames for b were in flight or found the ring full");
+    for p in ["a", "c"] {
+        drop(engine.remove_port(p).expect("remove"));
+    }
+    let ports = engine.stop();
+    assert!(ports.is_empty());
+    drop((a_ends, b_ends, c_ends));
+    pool.release_thread_cache();
+    assert_eq!(pool.in_ring(), free_at_start, "every buffer is back in the pool");
 }

@@ -244,6 +244,12 @@ pub trait Port: Send {
 
     /// The port's counters, shared with readers on other threads.
     fn counters(&self) -> Arc<PortCounters>;
+
+    /// Called now and then, by the thread that owns it, on a port no worker polls:
+    /// applies whatever control-plane changes wait for the datapath side (a vhost-user
+    /// frontend starting or stopping rings), without moving packets. The default does
+    /// nothing.
+    fn service(&mut self) {}
 }
 
 #[cfg(test)]

@@ -18,17 +18,18 @@ impl FuzzBridge {
     pub fn new(spec: &BridgeSpec, ports: Vec<Box<dyn Port>>, pool: Mempool) -> Self {
         let ports = ports
             .into_iter()
-            .map(|p| {
+            .zip(0u32..)
+            .map(|(p, id)| {
                 let status = Arc::new(PortStatus::of(p.as_ref()));
-                (p, status)
+                (p, status, id)
             })
             .collect();
-        Self(Bridge::new(spec, ports, pool))
+        Self(Bridge::new(spec, 0, 0, ports, pool))
     }
 
     /// One poll round (see `Bridge::poll`).
     pub fn poll(&mut self, buf: &mut Vec<PacketBuf>) -> usize {
-        self.0.poll(buf)
+        self.0.poll(buf, &mut [])
     }
 
     /// Sets the bridge clock (milliseconds since its start) and runs one aging step

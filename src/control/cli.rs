@@ -201,21 +201,34 @@ pub fn bridge_del(socket: &Path, name: &str) -> Result<String, String> {
     Ok(format!("bridge {name} deleted"))
 }
 
-/// `podwire bridge attach BRIDGE PORT [--vlan N | --trunk IDS]`.
+/// How a port joins a bridge: its VLAN mode and, optionally, its worker's core.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Placement<'a> {
+    /// Access VLAN.
+    pub vlan: Option<u16>,
+    /// Trunk VLANs.
+    pub trunk: Option<&'a [u16]>,
+    /// The core whose worker polls the port.
+    pub worker: Option<usize>,
+}
+
+/// `podwire bridge attach BRIDGE PORT [--vlan N | --trunk IDS] [--worker CORE]`.
 pub fn bridge_attach(
     socket: &Path,
     bridge: &str,
     port: &str,
-    vlan: Option<u16>,
-    trunk: Option<&[u16]>,
+    how: Placement<'_>,
 ) -> Result<String, String> {
     check_name(bridge)?;
     let mut body = serde_json::json!({ "port": port });
-    if let Some(v) = vlan {
+    if let Some(v) = how.vlan {
         body["vlan"] = v.into();
     }
-    if let Some(t) = trunk {
+    if let Some(t) = how.trunk {
         body["trunk"] = t.into();
+    }
+    if let Some(w) = how.worker {
+        body["worker"] = w.into();
     }
     change(socket, "POST", &format!("/bridges/{bridge}/ports"), Some(&body.to_string()))?;
     Ok(format!("port {port} joined bridge {bridge}"))

@@ -5,9 +5,9 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `podwire_port_rx_packets_total`, `_rx_bytes_total`, `_tx_packets_total`, `_tx_bytes_total`, `_rx_drops_total`, `_tx_drops_total`, `_errors_total` | counter | `port`, `kind` |
+//! | `podwire_port_rx_packets_total`, `_rx_bytes_total`, `_tx_packets_total`, `_tx_bytes_total`, `_rx_drops_total`, `_tx_drops_total`, `_errors_total`, `_cross_worker_drops_total` (frames a bridge on another worker could not hand over: ring full) | counter | `port`, `kind` |
 //! | `podwire_port_link_up` (1 up, 0 down) | gauge | `port`, `kind` |
-//! | `podwire_bridge_frames_total` | counter | `bridge`, `action` (forwarded, flooded, filtered, vlan_drop, runt, no_buffer) |
+//! | `podwire_bridge_frames_total` | counter | `bridge`, `action` (forwarded, flooded, filtered, vlan_drop, runt, no_buffer, cross_worker_drop: for a port on another worker, ring full or port gone) |
 //! | `podwire_bridge_mac_events_total` | counter | `bridge`, `event` (learned, moved, table_full, aged) |
 //! | `podwire_bridge_mac_entries` | gauge | `bridge` |
 //! | `podwire_mempool_buffers` | gauge | (none) |
@@ -131,7 +131,7 @@ pub fn render(state: &Snapshot) -> String {
     let mut e = Exposition::default();
     let ports: Vec<PortStats> = state.ports.iter().map(|s| PortStats::of(s)).collect();
     type PortField = fn(&PortStats) -> u64;
-    let port_counters: [(&str, &str, PortField); 7] = [
+    let port_counters: [(&str, &str, PortField); 8] = [
         ("rx_packets", "Packets received on the port.", |p| p.rx_packets),
         ("rx_bytes", "Bytes received on the port.", |p| p.rx_bytes),
         ("tx_packets", "Packets sent on the port.", |p| p.tx_packets),
@@ -139,6 +139,11 @@ pub fn render(state: &Snapshot) -> String {
         ("rx_drops", "Received packets dropped (by the port or the kernel).", |p| p.rx_drops),
         ("tx_drops", "Packets to send that were dropped.", |p| p.tx_drops),
         ("errors", "Errors on the port (bad descriptors, peer faults).", |p| p.errors),
+        (
+            "cross_worker_drops",
+            "Frames for the port that a bridge on another worker could not hand over (ring full).",
+            |p| p.cross_worker_drops,
+        ),
     ];
     for (field, help, get) in port_counters {
         let name = format!("podwire_port_{field}_total");
@@ -170,6 +175,7 @@ pub fn render(state: &Snapshot) -> String {
             ("vlan_drop", &c.vlan_drops),
             ("runt", &c.runts),
             ("no_buffer", &c.no_buffer),
+            ("cross_worker_drop", &c.cross_worker_drops),
         ] {
             e.sample(
                 "podwire_bridge_frames_total",

@@ -71,8 +71,12 @@ pub struct BridgeCountersInfo {
     pub table_full: u64,
     /// Addresses aged out.
     pub aged: u64,
-    /// Entries in the table.
+    /// Entries in the table (the largest of the per-worker tables).
     pub entries: u64,
+    /// Frames for a port on another worker dropped: the ring to that worker was
+    /// full, or the port left while they were in it.
+    #[serde(default)]
+    pub cross_worker_drops: u64,
 }
 
 /// A bridge as reported by `GET /bridges`.
@@ -123,6 +127,7 @@ impl BridgeInfo {
                 table_full: c.table_full.load(Relaxed),
                 aged: c.aged.load(Relaxed),
                 entries: c.entries.load(Relaxed),
+                cross_worker_drops: c.cross_worker_drops.load(Relaxed),
             },
         }
     }
@@ -246,6 +251,9 @@ pub struct PortView {
     /// The cross-connected peer's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub xconnect: Option<String>,
+    /// The core of the worker polling the port (absent when it is not polled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<usize>,
     /// "config" (from the file) or "api" (created through the control API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
@@ -324,6 +332,10 @@ pub struct PortStats {
     pub tx_drops: u64,
     /// Errors.
     pub errors: u64,
+    /// Frames for this port that a bridge on another worker could not hand over
+    /// (the ring to this port's worker was full).
+    #[serde(default)]
+    pub cross_worker_drops: u64,
 }
 
 impl PortStats {
@@ -343,6 +355,7 @@ impl PortStats {
             rx_drops: t.rx_drops,
             tx_drops: t.tx_drops,
             errors: t.errors,
+            cross_worker_drops: s.cross_worker_drops(),
         }
     }
 }

@@ -20,7 +20,7 @@ use podwire_driver::Port;
 
 use super::xconnect::XconnectPair;
 use super::PortStatus;
-use crate::bridge::{Bridge, VlanMode};
+use crate::bridge::{Bridge, RemoteMember, VlanMode};
 
 /// Commands a worker holds unapplied at most (more are refused as busy).
 pub(crate) const INBOX_CAPACITY: usize = 64;
@@ -35,10 +35,19 @@ pub(crate) enum Command {
     AddBridge(Bridge),
     /// Stop running bridge `name` and hand its ports back (normally none).
     RemoveBridge { name: String },
-    /// `port` joins bridge `bridge`.
-    AddMember { bridge: String, port: Box<dyn Port>, status: Arc<PortStatus>, mode: VlanMode },
-    /// Port `port` leaves bridge `bridge`; reply with it.
-    RemoveMember { bridge: String, port: String },
+    /// `port` (engine-wide id `id`) joins bridge `bridge`, polled by this worker.
+    AddMember {
+        bridge: String,
+        port: Box<dyn Port>,
+        status: Arc<PortStatus>,
+        id: u32,
+        mode: VlanMode,
+    },
+    /// A port polled by another worker joins this worker's part of bridge `bridge`.
+    AddRemote { bridge: String, remote: RemoteMember },
+    /// Port `port` (id `id`) leaves this worker's part of bridge `bridge`; reply
+    /// with it if this worker polled it.
+    RemoveMember { bridge: String, port: String, id: u32 },
 }
 
 impl Command {
@@ -54,7 +63,10 @@ impl Command {
             Command::AddMember { bridge, status, .. } => {
                 format!("add port {} to bridge {bridge}", status.name())
             }
-            Command::RemoveMember { bridge, port } => {
+            Command::AddRemote { bridge, remote } => {
+                format!("add port {} of another worker to bridge {bridge}", remote.status.name())
+            }
+            Command::RemoveMember { bridge, port, .. } => {
                 format!("remove port {port} from bridge {bridge}")
             }
         }

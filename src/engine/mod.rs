@@ -6,8 +6,8 @@
 //! [`Engine::start`] starts one worker per core and moves every cross-connected port
 //! onto the worker that owns its pair (both ports of a pair on the same worker, pairs
 //! dealt round-robin over the cores); [`Engine::start_with_bridges`] does the same
-//! with L2 bridges (all ports of a bridge on one worker, bridges dealt round-robin
-//! after the pairs). From then on only that worker calls the port. Other threads see
+//! with L2 bridges (bridges homed round-robin after the pairs, each member placed as
+//! a port joining at runtime). From then on only that worker calls the port. Other threads see
 //! a port through its [`PortStatus`]: the shared counters, and link state and MAC
 //! that the worker republishes every few hundred microseconds. Ports in no
 //! cross-connect or bridge stay with the engine (unpolled, "idle") and are refreshed
@@ -21,8 +21,14 @@
 //! through its lock-free inbox and applied between two poll rounds; the engine waits
 //! for the reply. Ports are created and dropped on the calling thread, never on a
 //! worker. Placement: a new cross-connect or bridge goes to the worker with the
-//! fewest ports; every port of a bridge stays on the bridge's worker (a bridge does
-//! not span workers), so a port joining a bridge moves to that bridge's worker.
+//! fewest ports; a port joining a bridge goes to the worker asked for, else to the
+//! one with the fewest ports. A bridge runs in parts, one on each worker polling a
+//! member (and one on its home worker): frames for a member of another worker cross
+//! through the single-producer/single-consumer rings between every two workers
+//! (`cross`, `ring`). A joining port is added on its worker before the other
+//! parts learn of it; a leaving port is forgotten by the other parts before its own
+//! worker lets it go, so no frame for it enters a ring afterwards and those already
+//! in one are freed by its worker.
 //!
 //! Each worker counts its poll rounds as busy (packets moved) or idle
 //! ([`WorkerPollStats`], [`Engine::worker_polls`]) for `GET /metrics`.
@@ -31,7 +37,9 @@
 //! (dropping an engine does the same and drops the ports).
 
 pub(crate) mod command;
+pub(crate) mod cross;
 mod poll_stats;
+pub(crate) mod ring;
 mod worker;
 mod xconnect;
 
@@ -45,7 +53,7 @@ use std::time::Duration;
 use podwire_driver::port::CounterSnapshot;
 use podwire_driver::{MacAddr, Mempool, Port, PortCounters, PortInfo};
 
-use crate::bridge::{Bridge, BridgeShared, BridgeSpec, VlanMode};
+use crate::bridge::{Bridge, BridgeShared, BridgeSpec, RemoteMember, VlanMode};
 
 use command::{Command, Inbox, Reply};
 use xconnect::XconnectPair;
@@ -56,6 +64,8 @@ use xconnect::XconnectPair;
 const COMMAND_SLOW: Duration = Duration::from_secs(5);
 /// How often the engine checks, while it waits, that the worker still runs.
 const COMMAND_POLL: Duration = Duration::from_millis(100);
+/// Most workers (a flood marks the workers it reaches in a 64-bit mask).
+pub const MAX_WORKERS: usize = 64;
 
 /// Why the engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +103,9 @@ pub enum EngineError {
     /// A runtime change was refused.
     #[error(transparent)]
     Op(#[from] OpError),
+    /// More worker cores than the engine supports.
+    #[error("{0} worker cores; at most {MAX_WORKERS} are supported")]
+    TooManyCores(usize),
     /// A worker could not pin itself to its core.
     #[error("cannot pin worker thread to core {core}: {source}")]
     Pin {
@@ -139,6 +152,9 @@ pub struct PortStatus {
     mac: AtomicU64,
     link_up: AtomicBool,
     counters: Arc<PortCounters>,
+    /// Frames for this port that another worker could not hand over (the ring to
+    /// this port's worker was full). Several writers: bumped only on a drop.
+    cross_drops: AtomicU64,
 }
 
 fn mac_to_u64(m: MacAddr) -> u64 {
@@ -163,7 +179,19 @@ impl PortStatus {
             mac: AtomicU64::new(mac_to_u64(info.mac)),
             link_up: AtomicBool::new(port.link_up()),
             counters: port.counters(),
+            cross_drops: AtomicU64::new(0),
         }
+    }
+
+    /// Counts one frame for this port dropped on its way from another worker.
+    #[cold]
+    pub(crate) fn count_cross_drop(&self) {
+        self.cross_drops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frames for this port dropped on their way from another worker (ring full).
+    pub fn cross_worker_drops(&self) -> u64 {
+        self.cross_drops.load(Ordering::Relaxed)
     }
 
     /// Republishes link state and MAC; called by the thread owning `port`.
@@ -248,7 +276,20 @@ struct XconnectEntry {
 
 struct BridgeEntry {
     shared: Arc<BridgeShared>,
+    /// The worker that runs the bridge's part from its creation to its deletion.
+    home: usize,
+    /// Workers running a part of it: the home, and every worker polling a member.
+    parts: Vec<usize>,
+    members: Vec<MemberEntry>,
+}
+
+/// A bridge member as the engine knows it.
+struct MemberEntry {
+    name: String,
+    id: u32,
     worker: usize,
+    mode: VlanMode,
+    status: Arc<PortStatus>,
 }
 
 /// The running forwarding engine.
@@ -260,6 +301,8 @@ pub struct Engine {
     bridges: Vec<BridgeEntry>,
     xconnects: Vec<XconnectEntry>,
     pool: Option<Mempool>,
+    /// The next engine-wide id for a bridge member or a bridge.
+    next_id: u32,
 }
 
 impl std::fmt::Debug for Engine {
@@ -303,7 +346,6 @@ impl Engine {
         let mut slots: Vec<Option<Box<dyn Port>>> = ports.into_iter().map(Some).collect();
 
         let mut per_core: Vec<Vec<XconnectPair>> = cores.iter().map(|_| Vec::new()).collect();
-        let mut bridges_per_core: Vec<Vec<Bridge>> = cores.iter().map(|_| Vec::new()).collect();
         let mut xc_entries = Vec::new();
         for (index, &[a, b]) in xconnects.iter().enumerate() {
             let bad = |reason: String| EngineError::BadXconnect { index, reason };
@@ -327,25 +369,29 @@ impl Engine {
             });
             per_core[w].push(pair);
         }
-        let mut shared = Vec::with_capacity(bridges.len());
-        for (k, spec) in bridges.iter().enumerate() {
+        if cores.len() > MAX_WORKERS {
+            return Err(EngineError::TooManyCores(cores.len()));
+        }
+        if !bridges.is_empty() && pool.is_none() {
+            return Err(EngineError::BadBridge {
+                name: bridges[0].name.clone(),
+                reason: "no mempool for flood copies".into(),
+            });
+        }
+        // Bridge members must exist and be free; they join once the workers run.
+        let mut seen = vec![false; slots.len()];
+        for spec in bridges {
             let bad = |reason: String| EngineError::BadBridge { name: spec.name.clone(), reason };
-            let Some(pool) = pool else {
-                return Err(bad("no mempool for flood copies".into()));
-            };
-            let mut members = Vec::with_capacity(spec.ports.len());
             for &(i, _) in &spec.ports {
-                let p = slots
-                    .get_mut(i)
-                    .ok_or_else(|| bad(format!("no port {i}")))?
-                    .take()
-                    .ok_or_else(|| bad(format!("port {i} is already in use")))?;
-                members.push((p, status[i].clone()));
+                match slots.get(i) {
+                    None => return Err(bad(format!("no port {i}"))),
+                    Some(None) => return Err(bad(format!("port {i} is already in use"))),
+                    Some(Some(_)) if seen[i] => {
+                        return Err(bad(format!("port {i} is already in use")))
+                    }
+                    Some(Some(_)) => seen[i] = true,
+                }
             }
-            let bridge = Bridge::new(spec, members, pool.clone());
-            let w = (xconnects.len() + k) % cores.len();
-            shared.push(BridgeEntry { shared: bridge.shared(), worker: w });
-            bridges_per_core[w].push(bridge);
         }
         let idle: Vec<(Box<dyn Port>, Arc<PortStatus>)> =
             slots.into_iter().zip(&status).filter_map(|(p, s)| p.map(|p| (p, s.clone()))).collect();
@@ -356,13 +402,19 @@ impl Engine {
             workers: Vec::new(),
             idle,
             status,
-            bridges: shared,
+            bridges: Vec::new(),
             xconnects: xc_entries,
             pool: pool.cloned(),
+            next_id: 0,
         };
+        let (mut cross_tx, mut cross_rx) = cross::mesh(cores.len());
         let (ready_tx, ready_rx) = mpsc::channel();
-        for ((&core, pairs), brs) in cores.iter().zip(per_core).zip(bridges_per_core) {
-            let ports = 2 * pairs.len() + brs.iter().map(Bridge::len).sum::<usize>();
+        for (index, (&core, pairs)) in cores.iter().zip(per_core).enumerate() {
+            let ports = 2 * pairs.len();
+            let cross = worker::CrossLinks {
+                tx: std::mem::take(&mut cross_tx[index]),
+                rx: std::mem::take(&mut cross_rx[index]),
+            };
             let stop = stop.clone();
             let ready = ready_tx.clone();
             let inbox = Inbox::new();
@@ -378,8 +430,9 @@ impl Engine {
                         inbox: for_worker,
                         cache: gauge,
                         polls: worker_polls,
+                        cross,
                     };
-                    worker::run(core, pairs, brs, stop, links, ready)
+                    worker::run(core, pairs, Vec::new(), stop, links, ready)
                 })
                 .map_err(|source| EngineError::Spawn { core, source })?;
             engine.workers.push(Worker { core, polls, handle: Some(handle), inbox, ports, cached });
@@ -391,6 +444,21 @@ impl Engine {
                 // Dropping the engine stops and joins the workers that did start.
                 Ok((core, Err(source))) => return Err(EngineError::Pin { core, source }),
                 Err(_) => break,
+            }
+        }
+        // Bridge `k` is homed on worker (xconnects + k) mod workers, as before; its
+        // members are placed like ports joining at runtime.
+        for (k, spec) in bridges.iter().enumerate() {
+            let empty = BridgeSpec { ports: Vec::new(), ..spec.clone() };
+            let home = (xconnects.len() + k) % cores.len();
+            let bad = |e: OpError| EngineError::BadBridge {
+                name: spec.name.clone(),
+                reason: e.to_string(),
+            };
+            engine.create_bridge_on(&empty, home).map_err(bad)?;
+            for (i, mode) in &spec.ports {
+                let name = engine.status[*i].name.clone();
+                engine.bridge_add_port_on(&spec.name, &name, mode.clone(), None).map_err(bad)?;
             }
         }
         Ok(engine)
@@ -412,7 +480,7 @@ impl Engine {
                 bridges: self
                     .bridges
                     .iter()
-                    .filter(|b| b.worker == i)
+                    .filter(|b| b.parts.contains(&i))
                     .map(|b| b.shared.name().to_owned())
                     .collect(),
             })
@@ -482,6 +550,15 @@ impl Engine {
         }
     }
 
+    /// Lets the idle ports apply pending control-plane changes (see
+    /// [`Port::service`]): a frontend of a port in no bridge or cross-connect gets its
+    /// answers without waiting for a worker that will not come.
+    pub fn service_idle(&mut self) {
+        for (p, _) in &mut self.idle {
+            p.service();
+        }
+    }
+
     /// The core of a worker that has exited although it was not told to stop (it
     /// panicked), if any.
     pub fn failed_worker(&self) -> Option<usize> {
@@ -535,7 +612,7 @@ impl Engine {
     /// fewest bridges and cross-connects, so that empty bridges spread too).
     fn least_loaded(&self) -> usize {
         let units = |i: usize| {
-            self.bridges.iter().filter(|b| b.worker == i).count()
+            self.bridges.iter().filter(|b| b.home == i).count()
                 + self.xconnects.iter().filter(|x| x.worker == i).count()
         };
         (0..self.workers.len()).min_by_key(|&i| (self.workers[i].ports, units(i))).unwrap_or(0)
@@ -640,9 +717,19 @@ impl Engine {
         }
     }
 
-    /// Creates an empty bridge on the least-loaded worker (`spec.ports` must be
-    /// empty; ports join with [`Engine::bridge_add_port`]).
+    /// Creates an empty bridge homed on the least-loaded worker (`spec.ports` must
+    /// be empty; ports join with [`Engine::bridge_add_port`]).
     pub fn create_bridge(&mut self, spec: &BridgeSpec) -> Result<Arc<BridgeShared>, OpError> {
+        let w = self.least_loaded();
+        self.create_bridge_on(spec, w)
+    }
+
+    /// Creates an empty bridge homed on worker `w` (by index).
+    fn create_bridge_on(
+        &mut self,
+        spec: &BridgeSpec,
+        w: usize,
+    ) -> Result<Arc<BridgeShared>, OpError> {
         if self.bridge(&spec.name).is_some() {
             return Err(OpError::Conflict(format!("a bridge named {:?} exists", spec.name)));
         }
@@ -652,12 +739,27 @@ impl Engine {
         let Some(pool) = self.pool.clone() else {
             return Err(OpError::Unavailable("the engine has no mempool for bridges".into()));
         };
-        let bridge = Bridge::new(spec, Vec::new(), pool);
+        let id = self.new_id();
+        let bridge = Bridge::new(spec, id, w, Vec::new(), pool);
         let shared = bridge.shared();
-        let w = self.least_loaded();
-        self.command(w, Command::AddBridge(bridge))?;
-        self.bridges.push(BridgeEntry { shared: shared.clone(), worker: w });
+        if let Err(e) = self.command(w, Command::AddBridge(bridge)) {
+            shared.retire(w);
+            return Err(e);
+        }
+        self.bridges.push(BridgeEntry {
+            shared: shared.clone(),
+            home: w,
+            parts: vec![w],
+            members: Vec::new(),
+        });
         Ok(shared)
+    }
+
+    fn new_id(&mut self) -> u32 {
+        let id = self.next_id;
+        // FLOOD_PORT (u32::MAX) is never an id; 4 billion joins wrap first.
+        self.next_id = self.next_id.wrapping_add(1) % cross::FLOOD_PORT;
+        id
     }
 
     /// Deletes bridge `name`; refused while it has members.
@@ -675,53 +777,179 @@ impl Engine {
                 names.join(", ")
             )));
         }
-        let w = self.bridges[i].worker;
-        let left = self.command(w, Command::RemoveBridge { name: name.to_owned() })?;
-        self.park(left);
+        for w in self.bridges[i].parts.clone() {
+            let left = self.command(w, Command::RemoveBridge { name: name.to_owned() })?;
+            self.park(left);
+            self.bridges[i].shared.retire(w);
+            self.bridges[i].parts.retain(|&p| p != w);
+        }
         self.bridges.remove(i);
         Ok(())
     }
 
-    /// Idle port `port` joins bridge `bridge` with `mode`, moving to its worker.
+    /// Idle port `port` joins bridge `bridge` with `mode`, polled by the
+    /// least-loaded worker.
     pub fn bridge_add_port(
         &mut self,
         bridge: &str,
         port: &str,
         mode: VlanMode,
     ) -> Result<(), OpError> {
-        let b = self
+        self.bridge_add_port_on(bridge, port, mode, None)
+    }
+
+    /// The index of the worker pinned to `core`.
+    fn worker_on(&self, core: usize) -> Result<usize, OpError> {
+        self.workers
+            .iter()
+            .position(|w| w.core == core)
+            .ok_or_else(|| OpError::NotFound(format!("no worker runs on core {core}")))
+    }
+
+    /// Idle port `port` joins bridge `bridge` with `mode`, polled by the worker on
+    /// core `core`, or by the least-loaded worker (of those, one already running the
+    /// bridge) when `None`. The worker runs the bridge's switching for the frames the
+    /// port receives; frames for members of other workers cross through the rings.
+    pub fn bridge_add_port_on(
+        &mut self,
+        bridge: &str,
+        port: &str,
+        mode: VlanMode,
+        core: Option<usize>,
+    ) -> Result<(), OpError> {
+        let bi = self
             .bridges
             .iter()
-            .find(|b| b.shared.name() == bridge)
+            .position(|b| b.shared.name() == bridge)
             .ok_or_else(|| OpError::NotFound(format!("no bridge named {bridge:?}")))?;
-        let (w, shared) = (b.worker, b.shared.clone());
+        let w = match core {
+            Some(c) => self.worker_on(c)?,
+            None => {
+                let parts = &self.bridges[bi].parts;
+                (0..self.workers.len())
+                    .min_by_key(|&i| (self.workers[i].ports, !parts.contains(&i)))
+                    .unwrap_or(0)
+            }
+        };
+        self.check_idle(port, "join a bridge")?;
+        let shared = self.bridges[bi].shared.clone();
+        if !self.bridges[bi].parts.contains(&w) {
+            let Some(pool) = self.pool.clone() else {
+                return Err(OpError::Unavailable("the engine has no mempool for bridges".into()));
+            };
+            let mut part = Bridge::part(&shared, w, pool);
+            for m in &self.bridges[bi].members {
+                part.add_remote(RemoteMember {
+                    id: m.id,
+                    worker: m.worker,
+                    status: m.status.clone(),
+                    mode: m.mode.clone(),
+                });
+            }
+            if let Err(e) = self.command(w, Command::AddBridge(part)) {
+                shared.retire(w);
+                return Err(e);
+            }
+            self.bridges[bi].parts.push(w);
+        }
         let (p, status) = self.take_idle(port, "join a bridge")?;
-        let cmd =
-            Command::AddMember { bridge: bridge.to_owned(), port: p, status, mode: mode.clone() };
-        self.command(w, cmd)?;
-        shared.set_member(port, Some(mode));
+        let id = self.new_id();
+        let cmd = Command::AddMember {
+            bridge: bridge.to_owned(),
+            port: p,
+            status: status.clone(),
+            id,
+            mode: mode.clone(),
+        };
+        if let Err(e) = self.command(w, cmd) {
+            self.drop_empty_part(bi, w);
+            return Err(e);
+        }
+        shared.set_member(port, Some(mode.clone()));
         self.workers[w].ports += 1;
+        self.bridges[bi].members.push(MemberEntry {
+            name: port.to_owned(),
+            id,
+            worker: w,
+            mode: mode.clone(),
+            status: status.clone(),
+        });
+        // The other parts learn of it last: until then they send it nothing.
+        for other in self.bridges[bi].parts.clone() {
+            if other == w {
+                continue;
+            }
+            let remote = RemoteMember { id, worker: w, status: status.clone(), mode: mode.clone() };
+            self.command(other, Command::AddRemote { bridge: bridge.to_owned(), remote })?;
+        }
         Ok(())
     }
 
-    /// Port `port` leaves bridge `bridge` (its MAC entries are flushed) and stays,
-    /// idle.
+    /// Removes the part of bridge `bi` on worker `w` if it is not the home and has no
+    /// member there.
+    fn drop_empty_part(&mut self, bi: usize, w: usize) {
+        let b = &self.bridges[bi];
+        if b.home == w || !b.parts.contains(&w) || b.members.iter().any(|m| m.worker == w) {
+            return;
+        }
+        let name = b.shared.name().to_owned();
+        match self.command(w, Command::RemoveBridge { name: name.clone() }) {
+            Ok(left) => {
+                self.park(left);
+                let b = &mut self.bridges[bi];
+                b.shared.retire(w);
+                b.parts.retain(|&p| p != w);
+            }
+            Err(e) => tracing::warn!(bridge = %name, "cannot remove an empty part: {e}"),
+        }
+    }
+
+    /// Port `port` leaves bridge `bridge` (its MAC entries are flushed on every
+    /// worker) and stays, idle. The other workers forget it first, so no frame for
+    /// it enters a ring afterwards; frames already in a ring are dropped (freed) by
+    /// its worker.
     pub fn bridge_remove_port(&mut self, bridge: &str, port: &str) -> Result<(), OpError> {
-        let b = self
+        let bi = self
             .bridges
             .iter()
-            .find(|b| b.shared.name() == bridge)
+            .position(|b| b.shared.name() == bridge)
             .ok_or_else(|| OpError::NotFound(format!("no bridge named {bridge:?}")))?;
-        let (w, shared) = (b.worker, b.shared.clone());
-        if !shared.ports().iter().any(|(n, _)| n == port) {
+        let Some(mi) = self.bridges[bi].members.iter().position(|m| m.name == port) else {
             return Err(OpError::NotFound(format!("port {port:?} is not in bridge {bridge:?}")));
+        };
+        let (id, w) = (self.bridges[bi].members[mi].id, self.bridges[bi].members[mi].worker);
+        let rm = || Command::RemoveMember { bridge: bridge.to_owned(), port: port.to_owned(), id };
+        for other in self.bridges[bi].parts.clone() {
+            if other != w {
+                self.command(other, rm())?;
+            }
         }
-        let cmd = Command::RemoveMember { bridge: bridge.to_owned(), port: port.to_owned() };
-        let back = self.command(w, cmd)?;
-        shared.set_member(port, None);
+        let back = self.command(w, rm())?;
+        let b = &mut self.bridges[bi];
+        b.members.remove(mi);
+        b.shared.set_member(port, None);
         self.workers[w].ports = self.workers[w].ports.saturating_sub(1);
         self.park(back);
+        self.drop_empty_part(bi, w);
         Ok(())
+    }
+
+    /// The core of the worker polling port `name`, `None` when it is idle or
+    /// unknown.
+    pub fn port_core(&self, name: &str) -> Option<usize> {
+        let w = self
+            .xconnects
+            .iter()
+            .find(|x| x.ports.iter().any(|p| p == name))
+            .map(|x| x.worker)
+            .or_else(|| {
+                self.bridges
+                    .iter()
+                    .flat_map(|b| b.members.iter())
+                    .find(|m| m.name == name)
+                    .map(|m| m.worker)
+            })?;
+        self.workers.get(w).map(|w| w.core)
     }
 
     /// Cross-connects idle ports `a` and `b` on the least-loaded worker.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use podwire_driver::{Mempool, PacketBuf, Port, BURST_SIZE};
 
 use super::command::{Command, Inbox, Reply};
+use super::cross::{Inbound, Outbound};
 use super::poll_stats::{PollTally, WorkerPollStats};
 use super::xconnect::XconnectPair;
 use crate::bridge::Bridge;
@@ -47,14 +48,17 @@ pub(crate) fn run(
     links: WorkerLinks,
     ready: mpsc::Sender<(usize, std::io::Result<()>)>,
 ) -> Vec<Box<dyn Port>> {
-    let WorkerLinks { inbox, cache, polls } = links;
+    let WorkerLinks { inbox, cache, polls, mut cross } = links;
     let pinned = pin_to_core(core);
     let ok = pinned.is_ok();
     let _ = ready.send((core, pinned));
     if ok {
         let mut tally = PollTally::new(&polls);
-        poll_loop(&mut pairs, &mut bridges, &stop, &inbox, &cache, &mut tally);
+        poll_loop(&mut pairs, &mut bridges, &stop, &inbox, &cache, &mut tally, &mut cross);
     }
+    // Frames still in the rings are dropped with them (their buffers go back to
+    // the pool) once both ends are gone.
+    drop(cross);
     if let Some(pool) = &cache.pool {
         pool.release_thread_cache();
         cache.held.store(0, Ordering::Relaxed);
@@ -76,6 +80,49 @@ pub(crate) struct WorkerLinks {
     pub(crate) inbox: Arc<Inbox>,
     pub(crate) cache: CacheGauge,
     pub(crate) polls: Arc<WorkerPollStats>,
+    pub(crate) cross: CrossLinks,
+}
+
+/// A worker's rings to and from the other workers (see [`super::cross`]).
+pub(crate) struct CrossLinks {
+    /// `tx[j]`: the ring to worker `j` (`None` for itself).
+    pub(crate) tx: Vec<Option<Outbound>>,
+    /// One ring from each other worker.
+    pub(crate) rx: Vec<Inbound>,
+}
+
+impl CrossLinks {
+    /// Takes up to a burst from every inbound ring and hands each frame to this
+    /// worker's part of its bridge, which transmits it; a frame for a bridge this
+    /// worker no longer runs is dropped (its buffer goes back to the pool). Returns
+    /// the frames taken.
+    #[inline]
+    fn drain(&mut self, bridges: &mut [Bridge]) -> usize {
+        let mut taken = 0;
+        for rx in self.rx.iter_mut() {
+            if rx.is_empty() {
+                continue;
+            }
+            let mut at = 0usize;
+            let mut n = 0;
+            while n < BURST_SIZE {
+                let Some(msg) = rx.pop() else { break };
+                n += 1;
+                if bridges.get(at).is_none_or(|b| b.id() != msg.bridge) {
+                    match bridges.iter().position(|b| b.id() == msg.bridge) {
+                        Some(i) => at = i,
+                        None => continue,
+                    }
+                }
+                bridges[at].deliver(msg);
+            }
+            for b in bridges.iter_mut() {
+                b.flush_delivered();
+            }
+            taken += n;
+        }
+        taken
+    }
 }
 
 /// Where a worker publishes how many buffers of the mempool its thread cache holds
@@ -103,6 +150,7 @@ fn poll_loop(
     inbox: &Inbox,
     cache: &CacheGauge,
     tally: &mut PollTally<'_>,
+    cross: &mut CrossLinks,
 ) {
     let mut buf: Vec<PacketBuf> = Vec::with_capacity(BURST_SIZE);
     let mut round: u32 = 0;
@@ -123,6 +171,8 @@ fn poll_loop(
             }
         }
         if pairs.is_empty() && bridges.is_empty() {
+            // Frames sent before this worker's last bridge part went: freed here.
+            cross.drain(bridges);
             tally.record(false);
             cache.publish();
             std::thread::sleep(IDLE_SLEEP);
@@ -133,8 +183,9 @@ fn poll_loop(
             received += pair.poll(&mut buf);
         }
         for b in bridges.iter_mut() {
-            received += b.poll(&mut buf);
+            received += b.poll(&mut buf, &mut cross.tx);
         }
+        received += cross.drain(bridges);
         tally.record(received != 0);
         round = round.wrapping_add(1);
         if round.is_multiple_of(MAINTAIN_EVERY_ROUNDS) {
@@ -186,24 +237,33 @@ fn apply(cmd: Command, pairs: &mut Vec<XconnectPair>, bridges: &mut Vec<Bridge>)
             Some(i) => Reply::Ports(bridges.remove(i).into_ports()),
             None => Reply::Rejected(format!("{what}: not run by this worker"), Vec::new()),
         },
-        Command::AddMember { bridge, port, status, mode } => {
+        Command::AddMember { bridge, port, status, id, mode } => {
             match bridges.iter_mut().find(|b| b.name() == bridge) {
                 Some(b) => {
                     status.publish(port.as_ref());
-                    b.add_member(port, status, &mode);
+                    b.add_member(port, status, id, &mode);
                     Reply::Ports(Vec::new())
                 }
                 None => Reply::Rejected(format!("{what}: not run by this worker"), vec![port]),
             }
         }
-        Command::RemoveMember { bridge, port } => {
-            match bridges
-                .iter_mut()
-                .find(|b| b.name() == bridge)
-                .and_then(|b| b.remove_member(&port))
-            {
-                Some(p) => Reply::Ports(vec![p]),
+        Command::AddRemote { bridge, remote } => {
+            match bridges.iter_mut().find(|b| b.name() == bridge) {
+                Some(b) => {
+                    b.add_remote(remote);
+                    Reply::Ports(Vec::new())
+                }
                 None => Reply::Rejected(format!("{what}: not run by this worker"), Vec::new()),
+            }
+        }
+        Command::RemoveMember { bridge, port, id } => {
+            let found = bridges.iter_mut().find(|b| b.name() == bridge);
+            match found.and_then(|b| b.remove_member(id)) {
+                Some(p) => Reply::Ports(p.into_iter().collect()),
+                None => Reply::Rejected(
+                    format!("{what}: port {port} is not in this worker's part"),
+                    Vec::new(),
+                ),
             }
         }
     }

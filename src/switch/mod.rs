@@ -181,6 +181,11 @@ impl Switch {
         self.engine.refresh_idle();
     }
 
+    /// Lets idle ports apply pending control-plane changes; call it every few ms.
+    pub fn service_idle(&mut self) {
+        self.engine.service_idle();
+    }
+
     /// Stops the workers and hands every port back.
     pub fn stop(self) -> Vec<Box<dyn podwire_driver::Port>> {
         self.engine.stop()
@@ -246,6 +251,7 @@ impl Switch {
             vlan,
             trunk,
             xconnect,
+            worker: self.engine.port_core(name),
             origin: entry.map(|e| e.origin.as_str().to_owned()),
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,
@@ -383,7 +389,20 @@ impl Switch {
                 ))
             }
         };
+        let worker = match table.remove("worker") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(worker_field(&v)?),
+        };
         let (cfg, vlan) = config::port_from_json(&table).map_err(SwitchError::from_field)?;
+        if let (Some(_), None) = (worker, &bridge) {
+            return Err(SwitchError::bad_request(
+                Some("worker"),
+                "only bridge ports are placed on a worker: give `bridge` too".into(),
+            ));
+        }
+        if let Some(w) = worker {
+            self.check_worker(w)?;
+        }
         if let (Some(mode), None) = (&vlan, &bridge) {
             let field = if matches!(mode, VlanMode::Trunk(_)) { "trunk" } else { "vlan" };
             return Err(SwitchError::bad_request(
@@ -403,7 +422,8 @@ impl Switch {
         let name = cfg.name.clone();
         self.create_port(cfg, Origin::Api)?;
         if let Some(b) = bridge {
-            if let Err(e) = self.engine.bridge_add_port(&b, &name, vlan.unwrap_or_default()) {
+            let mode = vlan.unwrap_or_default();
+            if let Err(e) = self.engine.bridge_add_port_on(&b, &name, mode, worker) {
                 let _ = self.destroy_port(&name);
                 return Err(SwitchError::from_op(e, Some("bridge")));
             }
@@ -452,7 +472,14 @@ impl Switch {
         let vlan = f.raw("vlan");
         let trunk = f.raw("trunk");
         let mode = config::vlan_from_json(vlan, trunk).map_err(SwitchError::from_field)?;
+        let worker = match f.raw("worker") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(worker_field(v)?),
+        };
         f.finish()?;
+        if let Some(w) = worker {
+            self.check_worker(w)?;
+        }
         if self.engine.bridge(bridge).is_none() {
             return Err(SwitchError::not_found(None, format!("no bridge named {bridge:?}")));
         }
@@ -460,7 +487,7 @@ impl Switch {
             return Err(SwitchError::not_found(Some("port"), format!("no port named {port:?}")));
         }
         self.engine
-            .bridge_add_port(bridge, &port, mode)
+            .bridge_add_port_on(bridge, &port, mode, worker)
             .map_err(|e| SwitchError::from_op(e, Some("port")))?;
         tracing::info!(bridge, port = %port, "port joined the bridge");
         Ok(())
@@ -518,6 +545,30 @@ impl Switch {
         self.pool.release_thread_cache();
         tracing::info!(port, "cross-connect removed");
         Ok(())
+    }
+}
+
+/// Reads the `worker` field: a core number.
+fn worker_field(v: &Value) -> Result<usize, SwitchError> {
+    v.as_u64().and_then(|c| usize::try_from(c).ok()).ok_or_else(|| {
+        SwitchError::bad_request(
+            Some("worker"),
+            format!("must be a core number (one of [workers] cores), not {}", json_type(v)),
+        )
+    })
+}
+
+impl Switch {
+    /// Whether a worker runs on core `core` (400 naming `worker` if not).
+    fn check_worker(&self, core: usize) -> Result<(), SwitchError> {
+        let cores: Vec<usize> = self.engine.assignments().iter().map(|a| a.core).collect();
+        if cores.contains(&core) {
+            return Ok(());
+        }
+        Err(SwitchError::bad_request(
+            Some("worker"),
+            format!("no worker runs on core {core}; [workers] cores = {cores:?}"),
+        ))
     }
 }
 

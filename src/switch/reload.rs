@@ -164,13 +164,23 @@ impl Switch {
             }
         }
         let leaving: Vec<String> = report.removed.iter().chain(&recreate).cloned().collect();
-        for (extra, name) in report.added.iter().chain(&recreate).enumerate() {
+        let mut extra = 0;
+        for name in report.added.iter().chain(&recreate) {
             let cfg = new_ports[name.as_str()];
-            self.check_new_port(cfg, &leaving, extra).map_err(|e| bad(e.message))?;
+            // Created already by a reload of this file that failed half way.
+            let in_place =
+                self.ports.iter().any(|e| e.origin == Origin::Config && e.config == *cfg)
+                    && report.added.contains(name);
+            if !in_place {
+                self.check_new_port(cfg, &leaving, extra).map_err(|e| bad(e.message))?;
+                extra += 1;
+            }
         }
 
         // ---- apply ----
-        let result = self.apply(&new, &report, &recreate, &gone_bridges, &new_bridge_names);
+        let mut done = Vec::new();
+        let result =
+            self.apply(&new, &report, &recreate, &gone_bridges, &new_bridge_names, &mut done);
         self.pool.release_thread_cache();
         match result {
             Ok(()) => {
@@ -185,12 +195,20 @@ impl Switch {
                 Ok(report)
             }
             Err(e) => {
-                // Keep the new file's view of what now exists, as far as it got.
-                tracing::error!("reload failed half way: {e}");
+                // The running file config stays the old one: reloading again (once the
+                // cause is fixed) redoes the same difference, skipping the steps that
+                // are already in place.
+                let applied = if done.is_empty() { "nothing".to_owned() } else { done.join("; ") };
+                tracing::error!(applied = %applied, "reload failed half way: {e}");
                 Err(SwitchError::new(
                     ErrorKind::Internal,
                     e.field.as_deref(),
-                    format!("reload applied in part: {}", e.message),
+                    format!(
+                        "reload applied in part: {}. Applied before that: {applied}. \
+                         Nothing else changed; reload again once the cause is fixed to \
+                         apply the rest",
+                        e.message
+                    ),
                 ))
             }
         }
@@ -203,6 +221,7 @@ impl Switch {
         recreate: &[String],
         gone_bridges: &[&str],
         new_bridges: &[&str],
+        done: &mut Vec<String>,
     ) -> Result<(), SwitchError> {
         let op = |e| SwitchError::from_op(e, None);
         // 1. Everything that moves leaves where it is; so do members of bridges that go.
@@ -216,29 +235,46 @@ impl Switch {
         for name in &moving {
             match self.engine.attachment(name) {
                 Some(Attachment::Bridge(b, _)) => {
-                    self.engine.bridge_remove_port(&b, name).map_err(op)?
+                    self.engine.bridge_remove_port(&b, name).map_err(op)?;
+                    done.push(format!("port {name} left bridge {b}"));
                 }
-                Some(Attachment::Xconnect(_)) => self.engine.remove_xconnect(name).map_err(op)?,
+                Some(Attachment::Xconnect(peer)) => {
+                    self.engine.remove_xconnect(name).map_err(op)?;
+                    done.push(format!("cross-connect {name} <-> {peer} removed"));
+                }
                 _ => {}
             }
         }
-        // 2. Removed and changed ports go.
+        // 2. Removed and changed ports go (a port already gone, by an earlier reload
+        // that failed half way, is skipped; so are the steps below when in place).
         for name in report.removed.iter().chain(recreate) {
-            self.destroy_port(name)?;
+            if self.engine.port_status(name).is_some() {
+                self.destroy_port(name)?;
+                done.push(format!("port {name} removed"));
+            }
         }
         // 3. Bridges that go.
         for b in gone_bridges {
-            self.engine.delete_bridge(b).map_err(op)?;
+            if self.engine.bridge(b).is_some() {
+                self.engine.delete_bridge(b).map_err(op)?;
+                done.push(format!("bridge {b} deleted"));
+            }
         }
         // 4. New bridges.
         for b in new.bridges.iter().filter(|b| new_bridges.contains(&b.name.as_str())) {
-            let spec = BridgeSpec { ports: Vec::new(), ..b.clone() };
-            self.engine.create_bridge(&spec).map_err(op)?;
+            if self.engine.bridge(&b.name).is_none() {
+                let spec = BridgeSpec { ports: Vec::new(), ..b.clone() };
+                self.engine.create_bridge(&spec).map_err(op)?;
+                done.push(format!("bridge {} created", b.name));
+            }
         }
         // 5. New and changed ports.
         for p in new.ports.iter() {
-            if report.added.contains(&p.name) || recreate.contains(&p.name) {
+            if (report.added.contains(&p.name) || recreate.contains(&p.name))
+                && self.engine.port_status(&p.name).is_none()
+            {
                 self.create_port(p.clone(), Origin::Config)?;
+                done.push(format!("port {} created", p.name));
             }
         }
         // 6. Everything that moved (or is new) takes its place.
@@ -247,6 +283,7 @@ impl Switch {
                 let name = &new.ports[*i].name;
                 if self.engine.attachment(name) == Some(Attachment::Idle) {
                     self.engine.bridge_add_port(&b.name, name, mode.clone()).map_err(op)?;
+                    done.push(format!("port {name} joined bridge {}", b.name));
                 }
             }
         }
@@ -256,8 +293,73 @@ impl Switch {
                 && self.engine.attachment(b) == Some(Attachment::Idle)
             {
                 self.engine.add_xconnect(a, b).map_err(op)?;
+                done.push(format!("cross-connect {a} <-> {b} added"));
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+    use podwire_driver::{Mempool, MempoolConfig};
+
+    fn text(dir: &std::path::Path, ports: &[(&str, &str)]) -> String {
+        let core = crate::config::allowed_cpus().and_then(|c| c.last().copied()).unwrap_or(0);
+        let mut t = format!(
+            "control_socket = \"{}/ctl.sock\"\n[workers]\ncores = [{core}]\n",
+            dir.display()
+        );
+        for (name, kind) in ports {
+            t += &match *kind {
+                "vhost" => format!(
+                    "[[ports]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}/{name}.sock\"\nmode = \"server\"\n",
+                    dir.display()
+                ),
+                iface => format!(
+                    "[[ports]]\nname = \"{name}\"\ntype = \"af-xdp\"\ninterface = \"{iface}\"\n"
+                ),
+            };
+        }
+        t
+    }
+
+    #[test]
+    fn a_reload_failing_half_way_says_what_it_applied_and_a_retry_completes_it() {
+        let dir = std::env::temp_dir().join(format!("pw-reload-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let parse = |t: &str| Config::parse(t, std::path::Path::new("t.toml")).unwrap();
+        let old = parse(&text(&dir, &[("a", "vhost"), ("b", "vhost")]));
+        let pool =
+            Mempool::small_pages(MempoolConfig { count: 1024, ..Default::default() }).unwrap();
+        let ports = crate::ports::build_ports(&old.ports, &pool).unwrap();
+        let core = old.workers.cores.clone();
+        let engine = Engine::start_with_bridges(ports, &[], &[], &core, Some(&pool)).unwrap();
+        let mut sw = Switch::new(engine, pool, old, None);
+
+        // b goes, c comes, d cannot be created (no such interface): b is removed and
+        // c created before d fails, and the answer says so.
+        let bad_file = text(&dir, &[("a", "vhost"), ("c", "vhost"), ("d", "pwnosuch0")]);
+        let e = sw.reload(parse(&bad_file)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Internal, "{e}");
+        assert!(e.message.contains("Applied before that: port b removed; port c created."), "{e}");
+        assert!(sw.engine().port_status("b").is_none());
+        assert!(sw.engine().port_status("c").is_some());
+
+        // The same file again fails the same way, having nothing more to undo or redo.
+        let e = sw.reload(parse(&bad_file)).unwrap_err();
+        assert!(e.message.contains("Applied before that: nothing."), "{e}");
+
+        // Fixed: the rest is applied; b and c are not touched again.
+        let r = sw.reload(parse(&text(&dir, &[("a", "vhost"), ("c", "vhost")]))).unwrap();
+        assert_eq!((r.added, r.removed), (vec!["c".to_owned()], vec!["b".to_owned()]));
+        let mut names: Vec<String> =
+            sw.engine().status().iter().map(|s| s.name().to_owned()).collect();
+        names.sort();
+        assert_eq!(names, ["a", "c"]);
+        drop(sw.stop());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -209,6 +209,14 @@ impl Port for VhostUserPort {
         PortInfo { kind: "vhost-user", mac: self.mac, queues: self.queues }
     }
 
+    /// Applies and acknowledges ring changes while no worker polls the port, so that
+    /// the control thread answers the frontend at once (GET_VRING_BASE waits for it).
+    fn service(&mut self) {
+        if self.handoff.pending(self.seen_epoch) {
+            self.resync();
+        }
+    }
+
     fn link_up(&self) -> bool {
         self.handoff.link.load(Ordering::Relaxed)
     }
