@@ -536,7 +536,7 @@ impl PackedRing {
                 // at least `need` bytes; the packet's buffer does not overlap it.
                 unsafe { copy_to_single(p, &hdr[..hdr_len], data) };
                 self.push_used(id, need as u32, 1);
-                if self.used_idx % 4 == 0 {
+                if self.used_idx.is_multiple_of(4) {
                     // A ring cache line (four descriptors) is complete: hand it to the
                     // frontend now, so it can start on these packets while the
                     // rest of the burst is copied.
