@@ -136,6 +136,25 @@ pub fn prefetch_write(p: *const u8) {
     let _ = p;
 }
 
+/// Buffers [`prefetch_buffer`] is asked for ahead of the one being copied. Asking
+/// for a whole burst at once (64 lines) fills the core's queue of outstanding misses,
+/// and the prefetches themselves then stall the loop (seen as ~40 % of the packed
+/// ring's time in `perf` on the PVP loop); eight buffers ahead covers the latency.
+pub const PREFETCH_AHEAD: usize = 8;
+
+/// Starts loading the first two cache lines of a guest buffer at `p` (a 64-byte frame
+/// and its virtio-net header span two), for writing when `write`.
+#[inline(always)]
+pub fn prefetch_buffer(p: *const u8, write: bool) {
+    if write {
+        prefetch_write(p);
+        prefetch_write(p.wrapping_add(64));
+    } else {
+        prefetch(p);
+        prefetch(p.wrapping_add(64));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

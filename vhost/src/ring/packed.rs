@@ -12,7 +12,7 @@ use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_write};
+use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_buffer, PREFETCH_AHEAD};
 use super::{
     need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
     DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -381,12 +381,8 @@ impl PackedRing {
             if d.flags & (DESC_F_NEXT | DESC_F_INDIRECT | DESC_F_WRITE) == want {
                 if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
                     let p = p.as_ptr();
-                    if write {
-                        prefetch_write(p);
-                        prefetch_write(p.wrapping_add(64));
-                    } else {
-                        prefetch(p);
-                        prefetch(p.wrapping_add(64));
+                    if n < PREFETCH_AHEAD {
+                        prefetch_buffer(p, write); // the rest: see `prefetch_ahead`
                     }
                     self.batch.ptr[n] = p;
                     self.batch.len[n] = d.len;
@@ -402,6 +398,16 @@ impl PackedRing {
         }
         self.batch.n = n;
         n
+    }
+
+    /// Starts loading the buffer [`PREFETCH_AHEAD`] descriptors past `k` (the one
+    /// about to be copied), so that a few are always on their way.
+    #[inline(always)]
+    fn prefetch_ahead(&self, k: usize, write: bool) {
+        let i = k + PREFETCH_AHEAD;
+        if i < self.batch.n && !self.batch.ptr[i].is_null() {
+            prefetch_buffer(self.batch.ptr[i], write);
+        }
     }
 
     /// The chain at ring position `pos`, `k` descriptors past the burst's start:
@@ -446,6 +452,7 @@ impl PackedRing {
             if !self.avail_at(k, self.avail_idx, self.avail_wrap) {
                 break;
             }
+            self.prefetch_ahead(k, false);
             if k < self.batch.n && !self.batch.ptr[k].is_null() {
                 // One descriptor (the common case): copy straight out of it.
                 let (p, len, id) = (self.batch.ptr[k], self.batch.len[k], self.batch.id[k]);
@@ -517,6 +524,7 @@ impl PackedRing {
             }
             let data = buf.data();
             let need = hdr_len + data.len();
+            self.prefetch_ahead(k, true);
             if k < self.batch.n
                 && !self.batch.ptr[k].is_null()
                 && self.batch.len[k] as usize >= need
@@ -528,7 +536,7 @@ impl PackedRing {
                 // at least `need` bytes; the packet's buffer does not overlap it.
                 unsafe { copy_to_single(p, &hdr[..hdr_len], data) };
                 self.push_used(id, need as u32, 1);
-                if self.used_idx % 4 == 0 {
+                if self.used_idx.is_multiple_of(4) {
                     // A ring cache line (four descriptors) is complete: hand it to the
                     // frontend now, so it can start on these packets while the
                     // rest of the burst is copied.
