@@ -154,7 +154,6 @@ fn run(data: &[u8]) {
         .collect();
     let mut br = FuzzBridge::new(&spec, ports, pool().clone());
     let shared = br.shared();
-    let c = shared.counters();
     // The model: (mac, vid) -> port, exact while the clock has not moved.
     let mut model: HashMap<(u64, u16), usize> = HashMap::new();
     let mut exact = true;
@@ -181,11 +180,11 @@ fn run(data: &[u8]) {
             [&c.forwarded, &c.flooded, &c.filtered, &c.vlan_drops, &c.runts]
                 .map(|x| x.load(Relaxed))
         };
-        let before = total(c);
+        let before = total(&shared.counters());
         let drops0 = counters[from].queue(0).rx_drops.load(Relaxed);
         assert_eq!(br.poll(&mut buf), 1);
         assert!(buf.is_empty());
-        let after = total(c);
+        let after = total(&shared.counters());
         let d: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
         assert_eq!(d.iter().sum::<u64>(), 1, "frame counted once: {d:?}");
         let dropped = d[3] + d[4];
