@@ -12,7 +12,7 @@ use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_write};
+use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_buffer};
 use super::{
     need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
     DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -302,13 +302,7 @@ impl SplitRing {
             }
             if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
                 let p = p.as_ptr();
-                if write {
-                    prefetch_write(p);
-                    prefetch_write(p.wrapping_add(64));
-                } else {
-                    prefetch(p);
-                    prefetch(p.wrapping_add(64));
-                }
+                prefetch_buffer(p, write);
                 self.batch.ptr[i] = p;
                 self.batch.len[i] = d.len;
             }
