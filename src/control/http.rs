@@ -49,16 +49,10 @@ pub fn read_request(r: &mut impl Read) -> Result<Request, RequestError> {
         let n = match r.read(&mut chunk) {
             Ok(0) => return Err(RequestError::Closed),
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(RequestError::Timeout)
-            }
-            Err(_) => return Err(RequestError::Closed),
+            Err(e) => match read_failure(&e) {
+                Some(fail) => return Err(fail),
+                None => continue,
+            },
         };
         // Only the newly read bytes (plus 3 before them) can complete the terminator.
         let from = head.len().saturating_sub(3);
@@ -89,19 +83,26 @@ fn read_body(r: &mut impl Read, first: &[u8], n: usize) -> Result<Vec<u8>, Reque
         match r.read(&mut chunk[..want]) {
             Ok(0) => return Err(RequestError::Malformed("body shorter than its Content-Length")),
             Ok(k) => body.extend_from_slice(&chunk[..k]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(RequestError::Timeout)
+            Err(e) => {
+                if let Some(fail) = read_failure(&e) {
+                    return Err(fail);
+                }
             }
-            Err(_) => return Err(RequestError::Closed),
         }
     }
     Ok(body)
+}
+
+/// What a failed read of a request means: `None` (interrupted: read again), a timeout
+/// (the socket's read deadline passed), or a closed connection.
+fn read_failure(e: &std::io::Error) -> Option<RequestError> {
+    match e.kind() {
+        std::io::ErrorKind::Interrupted => None,
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+            Some(RequestError::Timeout)
+        }
+        _ => Some(RequestError::Closed),
+    }
 }
 
 /// Offset just past the blank line ending a head (`\r\n\r\n`, or a bare `\n\n`).
