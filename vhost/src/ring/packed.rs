@@ -518,6 +518,8 @@ impl PackedRing {
         let mut chains = [(0u16, Chain { id: 0, count: 0, cap: 0 }); MAX_MRG_CHAINS];
         self.prepare(bufs.len(), true);
         let mut k = 0usize;
+        // The header of a packet that fits one buffer: the same for all of them.
+        let hdr1 = net_hdr(hdr_len, 1);
         'packets: for buf in bufs.iter() {
             if self.shadow.len() + MAX_MRG_CHAINS > MAX_SHADOW {
                 self.flush_used();
@@ -531,10 +533,9 @@ impl PackedRing {
             {
                 // One descriptor with room for the whole packet (the common case).
                 let (p, id) = (self.batch.ptr[k], self.batch.id[k]);
-                let hdr = net_hdr(hdr_len, 1);
                 // SAFETY: `p..p+batch.len[k]` is guest memory translated by `prepare`,
                 // at least `need` bytes; the packet's buffer does not overlap it.
-                unsafe { copy_to_single(p, &hdr[..hdr_len], data) };
+                unsafe { copy_to_single(p, &hdr1[..hdr_len], data) };
                 self.push_used(id, need as u32, 1);
                 if self.used_idx.is_multiple_of(4) {
                     // A ring cache line (four descriptors) is complete: hand it to the

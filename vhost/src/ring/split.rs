@@ -415,6 +415,8 @@ impl SplitRing {
         let (mut taken, mut sent, mut bytes, mut dropped) = (0usize, 0usize, 0usize, 0u64);
         let hdr_len = self.p.hdr_len;
         let mut heads = [(0u16, 0u32); MAX_MRG_CHAINS];
+        // The header of a packet that fits one buffer: the same for all of them.
+        let hdr1 = net_hdr(hdr_len, 1);
         for buf in bufs.iter() {
             let left = end_avail.wrapping_sub(self.last_avail);
             if left == 0 {
@@ -428,10 +430,9 @@ impl SplitRing {
                 && self.batch.len[slot] as usize >= need
             {
                 // One descriptor with room for the whole packet (the common case).
-                let hdr = net_hdr(hdr_len, 1);
                 // SAFETY: `batch.ptr[slot]` is `batch.len[slot] >= need` bytes of guest
                 // memory translated by `prepare`; the packet's buffer does not overlap.
-                unsafe { copy_to_single(self.batch.ptr[slot], &hdr[..hdr_len], data) };
+                unsafe { copy_to_single(self.batch.ptr[slot], &hdr1[..hdr_len], data) };
                 self.write_used(self.batch.head[slot], need as u32);
                 self.last_avail = self.last_avail.wrapping_add(1);
                 taken += 1;
@@ -449,8 +450,7 @@ impl SplitRing {
             };
             let cap = self.segs.total() as usize;
             if cap >= need {
-                let hdr = net_hdr(hdr_len, 1);
-                self.segs.scatter_hdr(&hdr[..hdr_len], data);
+                self.segs.scatter_hdr(&hdr1[..hdr_len], data);
                 self.write_used(head, need as u32);
                 self.last_avail = self.last_avail.wrapping_add(1);
             } else if !self.p.mrg_rxbuf {
