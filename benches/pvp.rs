@@ -10,6 +10,14 @@
 //! drifts between fast and slow states; only pairs taken back to back compare), plus
 //! the hugepage memory each switch holds.
 //!
+//! Before and after each run the harness times a cache line bounced between the two
+//! cores (`common/c2c.rs`): the host moves this VM's two virtual CPUs between a near
+//! placement (round trip ~45-130 ns) and a far one (~370-480 ns), and every switch
+//! loses about half its throughput in the far one. Each run line shows the placement
+//! and, for podwire, the share of its poll rounds that found nothing to do and the
+//! packets per busy round (from GET /metrics: a podwire that idles is waiting for the
+//! pod). The summary adds the ratio over the pairs taken wholly near, and wholly far.
+//!
 //! The `64-bridge` case adds a third switch: podwire with the two ports on an L2
 //! bridge (MAC learning on) instead of the cross-connect. The pod (the same for all
 //! three switches of that case, io forwarding) gets fixed port MACs (`mac=` devarg)
@@ -22,6 +30,8 @@
 //! `cargo bench --bench pvp -- --help` for the flags. Needs root, hugepages and
 //! `dpdk-testpmd` (scripts/install-deps.sh).
 
+#[path = "common/c2c.rs"]
+mod c2c;
 #[path = "common/harness.rs"]
 mod harness;
 use harness::{fmt3, min_med_max, spawn_podwire};
@@ -301,6 +311,30 @@ impl PodwireSwitch {
         Ok(ports.iter().filter_map(|p| p["rx_packets"].as_u64()).sum())
     }
 
+    /// The worker's poll rounds so far, (busy, idle), from GET /metrics on the control
+    /// socket (`podwire_worker_polls_total`).
+    fn poll_rounds(&self) -> BoxResult<(u64, u64)> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.control)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: podwire\r\nConnection: close\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        let (mut busy, mut idle) = (None, None);
+        for l in body.lines().filter(|l| l.starts_with("podwire_worker_polls_total{")) {
+            let v = l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok());
+            if l.contains("state=\"busy\"") {
+                busy = v;
+            } else if l.contains("state=\"idle\"") {
+                idle = v;
+            }
+        }
+        match (busy, idle) {
+            (Some(b), Some(i)) => Ok((b, i)),
+            _ => Err("GET /metrics: no podwire_worker_polls_total busy/idle".into()),
+        }
+    }
+
     /// The first bridge's `forwarded` and `flooded` counters.
     fn bridge_counters(&self, bin: &Path) -> BoxResult<(u64, u64)> {
         let v = self.query(bin, &["bridge", "list"])?;
@@ -398,6 +432,13 @@ impl Switch {
             Switch::Podwire(s, bin) => s.rx_packets_total(bin),
         }
     }
+    /// podwire only: the worker's (busy, idle) poll rounds so far.
+    fn poll_rounds(&self) -> Option<(u64, u64)> {
+        match self {
+            Switch::Podwire(s, _) => s.poll_rounds().ok(),
+            Switch::Dpdk(_) => None,
+        }
+    }
     /// podwire bridge only: (forwarded, flooded).
     fn bridge_counters(&self) -> Option<(u64, u64)> {
         match self {
@@ -427,6 +468,23 @@ struct Sample {
     hugepages_taken: i64,
     /// Bridge only: frames forwarded to a learned port, and flooded, over the run.
     bridge: Option<(u64, u64)>,
+    /// podwire only, over the window: the share of poll rounds that found every queue
+    /// empty, and packets received per busy round.
+    polls: Option<(f64, f64)>,
+    /// Core-to-core round trips (ns) probed just before and just after the run.
+    c2c: [Option<f64>; 2],
+}
+
+impl Sample {
+    /// The placement of the two cores over the run: "near" or "far" when both probes
+    /// agree, else "mixed" (the host moved them during the run) or "?".
+    fn placement(&self) -> &'static str {
+        match (c2c::placement(self.c2c[0]), c2c::placement(self.c2c[1])) {
+            (a, b) if a == b => a,
+            ("?", _) | (_, "?") => "?",
+            _ => "mixed",
+        }
+    }
 }
 
 /// The pod's port MACs in the bridge case.
@@ -434,6 +492,8 @@ const POD_MACS: [&str; 2] = ["02:00:00:00:0a:00", "02:00:00:00:0a:01"];
 
 fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample> {
     let socks = [dir.join("a.sock"), dir.join("b.sock")];
+    let probe = || c2c::round_trip_ns(o.switch_cpu, o.pod_cpu, Duration::from_secs(2));
+    let c2c_before = probe();
     let free_before = testpmd::hugepages_free() as i64;
     let mut sw = Switch::start(which, o, dir, &socks)?;
     let free_after = testpmd::hugepages_free() as i64;
@@ -465,10 +525,18 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
     pod.wait_links_up(Duration::from_secs(15))?;
     pod.start_tx_first(32)?;
     thread::sleep(o.warmup);
+    let r0 = sw.poll_rounds();
     let c0 = sw.rx_packets_total()?;
     let t0 = Instant::now();
     thread::sleep(o.duration);
     let c1 = sw.rx_packets_total()?;
+    let polls = match (r0, sw.poll_rounds()) {
+        (Some((b0, i0)), Some((b1, i1))) if b1 > b0 => {
+            let (busy, idle) = ((b1 - b0) as f64, i1.saturating_sub(i0) as f64);
+            Some((idle / (busy + idle), c1.saturating_sub(c0) as f64 / busy))
+        }
+        _ => None,
+    };
     let secs = t0.elapsed().as_secs_f64();
     let own = testpmd::hugepage_kib(sw.pid(), &[pod.prefix()]);
     let bridge = if which == Which::Bridge {
@@ -479,11 +547,14 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
     pod.stop()?;
     pod.quit()?;
     sw.stop()?;
+    let c2c_after = probe();
     Ok(Sample {
         mpps: c1.saturating_sub(c0) as f64 / secs / 1e6,
         own_hugepage_kib: own,
         hugepages_taken: free_before - free_after,
         bridge,
+        c2c: [c2c_before, c2c_after],
+        polls,
     })
 }
 
@@ -523,8 +594,8 @@ fn main() {
         if case.bridge && switches.contains(&Which::Podwire) {
             switches.insert(1, Which::Bridge);
         }
-        // mpps[run][switch] (None = failed run)
-        let mut mpps: Vec<[Option<f64>; 3]> = vec![[None; 3]; o.runs];
+        // mpps[run][switch]: Mpps and the cores' placement (None = failed run)
+        let mut mpps: Vec<[Option<(f64, &str)>; 3]> = vec![[None; 3]; o.runs];
         let mut mem: [Option<(u64, i64)>; 3] = [None; 3];
         for (run, slot) in mpps.iter_mut().enumerate() {
             let mut order = switches.clone();
@@ -541,16 +612,27 @@ fn main() {
                             }
                             None => String::new(),
                         };
+                        let polls = match s.polls {
+                            Some((idle, per)) => format!(
+                                "; idle rounds {:.0} %, {per:.1} packets per busy round",
+                                idle * 100.0
+                            ),
+                            None => String::new(),
+                        };
+                        let ns = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
                         println!(
-                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (switch hugepages: {} MiB own, {} pages taken{extra})",
+                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (cores {:<5} c2c {}/{} ns; switch hugepages: {} MiB own, {} pages taken{extra}{polls})",
                             case.name,
                             run + 1,
                             which.name(),
                             s.mpps,
+                            s.placement(),
+                            ns(s.c2c[0]),
+                            ns(s.c2c[1]),
                             s.own_hugepage_kib / 1024,
                             s.hugepages_taken
                         );
-                        slot[idx] = Some(s.mpps);
+                        slot[idx] = Some((s.mpps, s.placement()));
                         mem[idx] = Some((s.own_hugepage_kib, s.hugepages_taken));
                     }
                     Err(e) => {
@@ -565,16 +647,23 @@ fn main() {
                 }
             }
         }
-        let ok = |i: Which| mpps.iter().filter_map(|r| r[i as usize]).collect::<Vec<f64>>();
-        // Ratios of the pairs taken back to back in one run.
-        let ratios = |a: Which, b: Which| -> Vec<f64> {
+        let ok =
+            |i: Which| mpps.iter().filter_map(|r| r[i as usize]).map(|m| m.0).collect::<Vec<f64>>();
+        // Ratios of the pairs taken back to back in one run (only those where both
+        // ran in placement `only`, when given).
+        let pair_ratios = |a: Which, b: Which, only: Option<&str>| -> Vec<f64> {
             mpps.iter()
                 .filter_map(|r| match (r[a as usize], r[b as usize]) {
-                    (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+                    (Some((x, pa)), Some((y, pb)))
+                        if y > 0.0 && only.is_none_or(|p| p == pa && p == pb) =>
+                    {
+                        Some(x / y)
+                    }
                     _ => None,
                 })
                 .collect()
         };
+        let ratios = |a: Which, b: Which| pair_ratios(a, b, None);
         let bridge = case.bridge.then(|| {
             (
                 min_med_max(&ok(Which::Bridge)),
@@ -589,6 +678,7 @@ fn main() {
             min_med_max(&ratios(Which::Podwire, Which::Dpdk)),
             mem,
             bridge,
+            ["near", "far"].map(|p| pair_ratios(Which::Podwire, Which::Dpdk, Some(p))),
         ));
     }
     println!();
@@ -596,8 +686,18 @@ fn main() {
         "{:<26} {:>24} {:>24} {:>24}",
         "case", "podwire Mpps min/med/max", "DPDK Mpps min/med/max", "ratio min/med/max"
     );
-    for (what, p, d, r, _, _) in &rows {
+    for (what, p, d, r, _, _, _) in &rows {
         println!("{what:<26} {:>24} {:>24} {:>24}", fmt3(*p, 2), fmt3(*d, 2), fmt3(*r, 3));
+    }
+    println!();
+    println!(
+        "podwire/DPDK by core placement (pairs whose two runs both had the cores near, or both far; c2c round trip below / above {:.0} ns):",
+        c2c::FAR_NS
+    );
+    println!("{:<26} {:>30} {:>30}", "case", "near: pairs, min/med/max", "far: pairs, min/med/max");
+    for (what, _, _, _, _, _, by) in &rows {
+        let f = |v: &Vec<f64>| format!("{}, {}", v.len(), fmt3(min_med_max(v), 3));
+        println!("{what:<26} {:>30} {:>30}", f(&by[0]), f(&by[1]));
     }
     if rows.iter().any(|r| r.5.is_some()) {
         println!();
@@ -605,7 +705,7 @@ fn main() {
             "{:<26} {:>24} {:>24} {:>24}",
             "case", "bridge Mpps min/med/max", "bridge/xconnect", "bridge/DPDK"
         );
-        for (what, _, _, _, _, b) in &rows {
+        for (what, _, _, _, _, b, _) in &rows {
             if let Some((m, rx, rd)) = b {
                 println!(
                     "{what:<26} {:>24} {:>24} {:>24}",
@@ -618,7 +718,7 @@ fn main() {
     }
     println!();
     println!("hugepage memory held by the switch (last run; excluding the pod memory it maps):");
-    for (what, _, _, _, mem, _) in &rows {
+    for (what, _, _, _, mem, _, _) in &rows {
         let f = |m: Option<(u64, i64)>| match m {
             Some((kib, pages)) => {
                 format!("{} MiB mapped, {} MiB taken from HugePages_Free", kib / 1024, pages * 2)
