@@ -143,12 +143,20 @@ pub fn prefetch_write(p: *const u8) {
 pub const PREFETCH_AHEAD: usize = 8;
 
 /// Starts loading the first two cache lines of a guest buffer at `p` (a 64-byte frame
-/// and its virtio-net header span two), for writing when `write`.
+/// and its virtio-net header span two). For guest rx (`write`), the lines the packet
+/// data goes to are fetched for writing; the header's own line, when the data starts
+/// on the next one (DPDK's layout: the header ends where the mbuf's data begins), is
+/// fetched for reading only, so that it stays shared with the guest when
+/// [`store_if_changed`] finds it unchanged.
 #[inline(always)]
-pub fn prefetch_buffer(p: *const u8, write: bool) {
+pub fn prefetch_buffer(p: *const u8, write: bool, hdr_len: usize) {
     if write {
-        prefetch_write(p);
-        prefetch_write(p.wrapping_add(64));
+        let data = p.wrapping_add(hdr_len);
+        if (p as usize) >> 6 != (data as usize) >> 6 {
+            prefetch(p);
+        }
+        prefetch_write(data);
+        prefetch_write(data.wrapping_add(63));
     } else {
         prefetch(p);
         prefetch(p.wrapping_add(64));

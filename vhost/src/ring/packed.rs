@@ -382,7 +382,7 @@ impl PackedRing {
                 if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
                     let p = p.as_ptr();
                     if n < PREFETCH_AHEAD {
-                        prefetch_buffer(p, write); // the rest: see `prefetch_ahead`
+                        prefetch_buffer(p, write, self.p.hdr_len); // the rest: see `prefetch_ahead`
                     }
                     self.batch.ptr[n] = p;
                     self.batch.len[n] = d.len;
@@ -406,7 +406,7 @@ impl PackedRing {
     fn prefetch_ahead(&self, k: usize, write: bool) {
         let i = k + PREFETCH_AHEAD;
         if i < self.batch.n && !self.batch.ptr[i].is_null() {
-            prefetch_buffer(self.batch.ptr[i], write);
+            prefetch_buffer(self.batch.ptr[i], write, self.p.hdr_len);
         }
     }
 

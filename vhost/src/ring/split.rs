@@ -302,7 +302,7 @@ impl SplitRing {
             }
             if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
                 let p = p.as_ptr();
-                prefetch_buffer(p, write);
+                prefetch_buffer(p, write, self.p.hdr_len);
                 self.batch.ptr[i] = p;
                 self.batch.len[i] = d.len;
             }
