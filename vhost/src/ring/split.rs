@@ -12,7 +12,7 @@ use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_buffer};
+use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_buffer, PREFETCH_AHEAD};
 use super::{
     need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
     DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -302,10 +302,22 @@ impl SplitRing {
             }
             if let Some(p) = self.p.mem.gpa_range(d.addr, d.len as u64) {
                 let p = p.as_ptr();
-                prefetch_buffer(p, write, self.p.hdr_len);
+                if i < PREFETCH_AHEAD {
+                    prefetch_buffer(p, write, self.p.hdr_len); // the rest: `prefetch_ahead`
+                }
                 self.batch.ptr[i] = p;
                 self.batch.len[i] = d.len;
             }
+        }
+    }
+
+    /// Starts loading the buffer [`PREFETCH_AHEAD`] chains past `i` (the one about to
+    /// be copied) of the `n` prepared, so that a few are always on their way.
+    #[inline(always)]
+    fn prefetch_ahead(&self, i: usize, n: usize, write: bool) {
+        let j = i + PREFETCH_AHEAD;
+        if j < n && !self.batch.ptr[j].is_null() {
+            prefetch_buffer(self.batch.ptr[j], write, self.p.hdr_len);
         }
     }
 
@@ -345,6 +357,7 @@ impl SplitRing {
         for i in 0..got {
             let head = self.batch.head[i];
             self.last_avail = self.last_avail.wrapping_add(1);
+            self.prefetch_ahead(i, got, false);
             let p = self.batch.ptr[i];
             if !p.is_null() {
                 // One descriptor (the common case): copy straight out of it.
@@ -425,6 +438,7 @@ impl SplitRing {
             let data = buf.data();
             let need = hdr_len + data.len();
             let slot = self.last_avail.wrapping_sub(first_avail) as usize;
+            self.prefetch_ahead(slot, prepared, true);
             if slot < prepared
                 && !self.batch.ptr[slot].is_null()
                 && self.batch.len[slot] as usize >= need
