@@ -471,6 +471,10 @@ struct Sample {
     /// podwire only, over the window: the share of poll rounds that found every queue
     /// empty, and packets received per busy round.
     polls: Option<(f64, f64)>,
+    /// From the pod's `stop`: packets it dropped (its tx ring full), and packets it
+    /// sent that did not come back (in flight at the end, or dropped by the switch).
+    /// The loop has no packet source after `tx_first`: every loss leaves fewer in flight.
+    pod_loss: (u64, u64),
     /// Core-to-core round trips (ns) probed just before and just after the run.
     c2c: [Option<f64>; 2],
 }
@@ -544,7 +548,11 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
     } else {
         None
     };
-    pod.stop()?;
+    let fwd = pod.stop()?;
+    // What the pod sent and never got back: dropped by the switch, or still in flight.
+    let sent: u64 = fwd.iter().map(|f| f.tx_packets).sum();
+    let back: u64 = fwd.iter().map(|f| f.rx_packets).sum();
+    let pod_loss = (fwd.iter().map(|f| f.tx_dropped).sum(), sent.saturating_sub(back));
     pod.quit()?;
     sw.stop()?;
     let c2c_after = probe();
@@ -555,6 +563,7 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
         bridge,
         c2c: [c2c_before, c2c_after],
         polls,
+        pod_loss,
     })
 }
 
@@ -621,7 +630,7 @@ fn main() {
                         };
                         let ns = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
                         println!(
-                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (cores {:<5} c2c {}/{} ns; switch hugepages: {} MiB own, {} pages taken{extra}{polls})",
+                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (cores {:<5} c2c {}/{} ns; pod dropped {}, not back {}; switch hugepages: {} MiB own, {} pages taken{extra}{polls})",
                             case.name,
                             run + 1,
                             which.name(),
@@ -629,6 +638,8 @@ fn main() {
                             s.placement(),
                             ns(s.c2c[0]),
                             ns(s.c2c[1]),
+                            s.pod_loss.0,
+                            s.pod_loss.1,
                             s.own_hugepage_kib / 1024,
                             s.hugepages_taken
                         );
