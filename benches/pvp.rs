@@ -304,6 +304,14 @@ impl PodwireSwitch {
         self.child.id()
     }
 
+    /// Sum of tx_drops over all ports (packets to send that did not fit the pod's
+    /// rx ring), from `podwire stats --json`.
+    fn tx_drops_total(&self, bin: &Path) -> BoxResult<u64> {
+        let v = self.query(bin, &["stats"])?;
+        let ports = v["ports"].as_array().ok_or("podwire stats --json: no \"ports\" array")?;
+        Ok(ports.iter().filter_map(|p| p["tx_drops"].as_u64()).sum())
+    }
+
     /// Sum of rx_packets over all ports, from `podwire stats --json`.
     fn rx_packets_total(&self, bin: &Path) -> BoxResult<u64> {
         let v = self.query(bin, &["stats"])?;
@@ -432,6 +440,14 @@ impl Switch {
             Switch::Podwire(s, bin) => s.rx_packets_total(bin),
         }
     }
+    /// Packets the switch dropped since it started because the pod's rx ring had no
+    /// room (DPDK: `stop`'s TX-dropped, which also stops its forwarding).
+    fn dropped(&mut self) -> BoxResult<u64> {
+        match self {
+            Switch::Dpdk(s) => Ok(s.stop()?.iter().map(|f| f.tx_dropped).sum()),
+            Switch::Podwire(s, bin) => s.tx_drops_total(bin),
+        }
+    }
     /// podwire only: the worker's (busy, idle) poll rounds so far.
     fn poll_rounds(&self) -> Option<(u64, u64)> {
         match self {
@@ -471,10 +487,10 @@ struct Sample {
     /// podwire only, over the window: the share of poll rounds that found every queue
     /// empty, and packets received per busy round.
     polls: Option<(f64, f64)>,
-    /// From the pod's `stop`: packets it dropped (its tx ring full), and packets it
-    /// sent that did not come back (in flight at the end, or dropped by the switch).
-    /// The loop has no packet source after `tx_first`: every loss leaves fewer in flight.
-    pod_loss: (u64, u64),
+    /// Packets dropped since the start by the pod (its tx ring full) and by the switch
+    /// (the pod's rx ring full). The loop has no packet source after `tx_first`:
+    /// every drop leaves fewer packets in flight (2048 at the start).
+    dropped: (u64, u64),
     /// Core-to-core round trips (ns) probed just before and just after the run.
     c2c: [Option<f64>; 2],
 }
@@ -549,10 +565,7 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
         None
     };
     let fwd = pod.stop()?;
-    // What the pod sent and never got back: dropped by the switch, or still in flight.
-    let sent: u64 = fwd.iter().map(|f| f.tx_packets).sum();
-    let back: u64 = fwd.iter().map(|f| f.rx_packets).sum();
-    let pod_loss = (fwd.iter().map(|f| f.tx_dropped).sum(), sent.saturating_sub(back));
+    let dropped = (fwd.iter().map(|f| f.tx_dropped).sum(), sw.dropped()?);
     pod.quit()?;
     sw.stop()?;
     let c2c_after = probe();
@@ -563,7 +576,7 @@ fn run_one(which: Which, case: &Case, o: &Opts, dir: &Path) -> BoxResult<Sample>
         bridge,
         c2c: [c2c_before, c2c_after],
         polls,
-        pod_loss,
+        dropped,
     })
 }
 
@@ -630,7 +643,7 @@ fn main() {
                         };
                         let ns = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.0}"));
                         println!(
-                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (cores {:<5} c2c {}/{} ns; pod dropped {}, not back {}; switch hugepages: {} MiB own, {} pages taken{extra}{polls})",
+                            "  {:<14} run {} {:<8} {:>7.2} Mpps  (cores {:<5} c2c {}/{} ns; dropped by pod {}, by switch {}; switch hugepages: {} MiB own, {} pages taken{extra}{polls})",
                             case.name,
                             run + 1,
                             which.name(),
@@ -638,8 +651,8 @@ fn main() {
                             s.placement(),
                             ns(s.c2c[0]),
                             ns(s.c2c[1]),
-                            s.pod_loss.0,
-                            s.pod_loss.1,
+                            s.dropped.0,
+                            s.dropped.1,
                             s.own_hugepage_kib / 1024,
                             s.hugepages_taken
                         );
