@@ -3,7 +3,8 @@
 //! control socket and over the `metrics_listen` TCP port (raw HTTP and curl), parsed
 //! by a strict 0.0.4 parser (`common/prometheus.rs`), and its port, bridge, mempool
 //! and worker figures must move with ping and TCP traffic. Also: `metrics_listen`
-//! config errors, and the log level (config `log_level`, overridden by `RUST_LOG`).
+//! config errors, the log level (config `log_level`, overridden by `RUST_LOG`), and
+//! the counter of failed state-file writes.
 //!
 //! Needs root, iproute2, ethtool, ping and curl (scripts/install-deps.sh).
 
@@ -275,4 +276,44 @@ fn rust_log_overrides_the_config_log_level() {
     assert!(info.contains("podwire running"), "{info}");
     let quiet = run("");
     assert!(quiet.is_empty(), "config log_level = error: {quiet}");
+}
+
+/// A state file that cannot be written (its directory replaced by a plain file while
+/// the daemon runs): the API change still answers 201 and is live, the daemon logs
+/// the failure and `podwire_state_file_write_failures_total` counts it; once the
+/// directory is back, the next change writes the file again with every change.
+#[test]
+fn a_failed_state_file_write_is_counted_in_metrics() {
+    let dir = TempDir::kept_on_failure("metrics-statefile");
+    let state_dir = dir.path().join("state");
+    let state = state_dir.join("podwire.state.json");
+    let body = format!(
+        "state_file = \"{}\"\n[workers]\ncores = [0]\n[memory]\nbuffers = 1024\nhugepages = false\n",
+        state.display()
+    );
+    let d = Daemon::start(dir.path(), &body, &[]);
+    let failures = |e: &Exposition| e.value("podwire_state_file_write_failures_total", &[]);
+    assert_eq!(failures(&scrape(&d)), 0.0, "nothing failed yet");
+    d.api_ok("POST", "/bridges", Some(r#"{"name": "br0"}"#), 201);
+    assert!(state.is_file(), "the first API change writes the file (and its directory)");
+    assert_eq!(failures(&scrape(&d)), 0.0);
+
+    std::fs::remove_dir_all(&state_dir).unwrap();
+    std::fs::write(&state_dir, b"a file where the state directory was").unwrap();
+    d.api_ok("POST", "/bridges", Some(r#"{"name": "br1"}"#), 201);
+    assert_eq!(failures(&scrape(&d)), 1.0, "the failed write is counted");
+    let v = d.api_ok("GET", "/bridges", None, 200);
+    let names: Vec<&str> =
+        v["bridges"].as_array().unwrap().iter().filter_map(|b| b["name"].as_str()).collect();
+    assert!(names.contains(&"br1"), "the change is live: {v}");
+    assert!(d.log_text().contains("cannot write the state file"), "logged: {}", d.log_text());
+
+    std::fs::remove_file(&state_dir).unwrap();
+    d.api_ok("POST", "/bridges", Some(r#"{"name": "br2"}"#), 201);
+    assert_eq!(failures(&scrape(&d)), 1.0, "this write worked");
+    let saved = std::fs::read_to_string(&state).expect("state file written again");
+    for b in ["br0", "br1", "br2"] {
+        assert!(saved.contains(&format!("\"{b}\"")), "{b} saved: {saved}");
+    }
+    d.stop();
 }

@@ -14,6 +14,7 @@
 //! | `podwire_mempool_buffers_free` (in the shared ring or a worker's cache; the rest are held by rings and packets in flight) | gauge | (none) |
 //! | `podwire_worker_polls_total` | counter | `worker`, `core`, `state` (busy: the round moved packets; idle: it did not) |
 //! | `podwire_http_requests_rejected_total` (answered 4xx: malformed, too large, too slow, unknown path or method) | counter | `listener` (control, metrics) |
+//! | `podwire_state_file_write_failures_total` (the state file could not be written: what the control API made since the last good write would not survive a restart) | counter | (none) |
 //!
 //! A worker's busy ratio over an interval is
 //! `rate(podwire_worker_polls_total{state="busy"}[1m]) / sum without(state)(rate(podwire_worker_polls_total[1m]))`.
@@ -249,6 +250,17 @@ pub fn render(state: &Snapshot) -> String {
             REJECTED[which as usize].load(Relaxed),
         );
     }
+    e.family(
+        "podwire_state_file_write_failures_total",
+        "counter",
+        "State-file writes that failed: what the control API made since the last good write \
+         would not survive a restart.",
+    );
+    e.sample(
+        "podwire_state_file_write_failures_total",
+        &[],
+        crate::switch::state_file::write_failures(),
+    );
     e.text
 }
 
@@ -288,6 +300,7 @@ mod tests {
             "podwire_port_link_up",
             "podwire_bridge_frames_total",
             "podwire_worker_polls_total",
+            "podwire_state_file_write_failures_total",
         ] {
             assert_eq!(text.matches(&format!("# TYPE {fam} ")).count(), 1, "{fam}:\n{text}");
             assert_eq!(text.matches(&format!("# HELP {fam} ")).count(), 1, "{fam}:\n{text}");

@@ -44,6 +44,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -307,6 +308,16 @@ fn vlan_json(mode: &VlanMode) -> (Option<u16>, Option<Vec<u16>>) {
     }
 }
 
+/// State-file writes that failed, process-wide (one daemon per process): exported
+/// as `podwire_state_file_write_failures_total`, so that an operator learns that API
+/// changes stopped being saved before a restart loses them.
+static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many state-file writes have failed since the daemon started.
+pub fn write_failures() -> u64 {
+    WRITE_FAILURES.load(Relaxed)
+}
+
 impl Switch {
     /// What the control API made, as the state file describes it.
     pub fn state_snapshot(&self) -> StateFile {
@@ -362,6 +373,7 @@ impl Switch {
         match write_atomic(path, &self.state_snapshot().to_bytes()) {
             Ok(()) => true,
             Err(e) => {
+                WRITE_FAILURES.fetch_add(1, Relaxed);
                 tracing::error!(
                     path = %path.display(),
                     "cannot write the state file: {e}; what the control API made since the \
@@ -793,7 +805,9 @@ mod tests {
         // Unreadable (not a directory) and cannot be set aside: logged, nothing restored.
         assert_eq!(sw.restore_state(), RestoreReport::default());
         sw.add_bridge(&json!({"name": "br0"})).unwrap();
+        let failures = write_failures();
         assert!(!sw.save_state(), "the write fails");
+        assert!(write_failures() > failures, "the failure is counted for /metrics");
         assert!(sw.bridge("br0").is_some(), "the change stays");
         drop(sw.stop());
         std::fs::remove_dir_all(&d).unwrap();
