@@ -142,9 +142,10 @@ pub fn prefetch_write(p: *const u8) {
 /// ring's time in `perf` on the PVP loop); eight buffers ahead covers the latency.
 pub const PREFETCH_AHEAD: usize = 8;
 
-/// Starts loading the first two cache lines of a guest buffer at `p` (a 64-byte frame
-/// and its virtio-net header span two). For guest rx (`write`), the lines the packet
-/// data goes to are fetched for writing; the header's own line, when the data starts
+/// Starts loading the cache lines of a guest buffer at `p` that a 64-byte frame and
+/// its `hdr_len`-byte virtio-net header occupy (two or three). For guest rx
+/// (`write`), the lines the packet data goes to are fetched for writing; the
+/// header's own line, when the data starts
 /// on the next one (DPDK's layout: the header ends where the mbuf's data begins), is
 /// fetched for reading only, so that it stays shared with the guest when
 /// [`store_if_changed`] finds it unchanged.
