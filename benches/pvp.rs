@@ -12,7 +12,7 @@
 //!
 //! Before and after each run the harness times a cache line bounced between the two
 //! cores (`common/c2c.rs`): the host moves this VM's two virtual CPUs between a near
-//! placement (round trip ~45-130 ns) and a far one (~370-480 ns), and every switch
+//! placement (round trip ~45-130 ns) and a far one (~350-480 ns), and every switch
 //! loses about half its throughput in the far one. Each run line shows the placement
 //! and, for podwire, the share of its poll rounds that found nothing to do and the
 //! packets per busy round (from GET /metrics: a podwire that idles is waiting for the
