@@ -164,6 +164,18 @@ pub fn prefetch_buffer(p: *const u8, write: bool, hdr_len: usize) {
     }
 }
 
+/// Starts loading the buffer [`PREFETCH_AHEAD`] places past `i` (the one about to be
+/// copied) among a burst's translated buffers `ptrs` (null: not a single
+/// descriptor, walked later), so that a few are always on their way.
+#[inline(always)]
+pub fn prefetch_ahead(ptrs: &[*mut u8], i: usize, write: bool, hdr_len: usize) {
+    if let Some(&p) = ptrs.get(i + PREFETCH_AHEAD) {
+        if !p.is_null() {
+            prefetch_buffer(p, write, hdr_len);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

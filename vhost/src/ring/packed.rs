@@ -12,7 +12,9 @@ use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_buffer, PREFETCH_AHEAD};
+use super::copy::{
+    copy_from_single, copy_to_single, prefetch, prefetch_ahead, prefetch_buffer, PREFETCH_AHEAD,
+};
 use super::{
     need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
     DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -400,16 +402,6 @@ impl PackedRing {
         n
     }
 
-    /// Starts loading the buffer [`PREFETCH_AHEAD`] descriptors past `k` (the one
-    /// about to be copied), so that a few are always on their way.
-    #[inline(always)]
-    fn prefetch_ahead(&self, k: usize, write: bool) {
-        let i = k + PREFETCH_AHEAD;
-        if i < self.batch.n && !self.batch.ptr[i].is_null() {
-            prefetch_buffer(self.batch.ptr[i], write, self.p.hdr_len);
-        }
-    }
-
     /// The chain at ring position `pos`, `k` descriptors past the burst's start:
     /// from the prepared batch when it is a single descriptor, else walked.
     #[inline(always)]
@@ -452,7 +444,7 @@ impl PackedRing {
             if !self.avail_at(k, self.avail_idx, self.avail_wrap) {
                 break;
             }
-            self.prefetch_ahead(k, false);
+            prefetch_ahead(&self.batch.ptr[..self.batch.n], k, false, self.p.hdr_len);
             if k < self.batch.n && !self.batch.ptr[k].is_null() {
                 // One descriptor (the common case): copy straight out of it.
                 let (p, len, id) = (self.batch.ptr[k], self.batch.len[k], self.batch.id[k]);
@@ -526,7 +518,7 @@ impl PackedRing {
             }
             let data = buf.data();
             let need = hdr_len + data.len();
-            self.prefetch_ahead(k, true);
+            prefetch_ahead(&self.batch.ptr[..self.batch.n], k, true, self.p.hdr_len);
             if k < self.batch.n
                 && !self.batch.ptr[k].is_null()
                 && self.batch.len[k] as usize >= need

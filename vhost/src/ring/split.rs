@@ -12,7 +12,9 @@ use podwire_driver::mempool::{drop_front, PacketBuf};
 use podwire_driver::port::{bump, QueueCounters};
 use podwire_driver::Mempool;
 
-use super::copy::{copy_from_single, copy_to_single, prefetch, prefetch_buffer, PREFETCH_AHEAD};
+use super::copy::{
+    copy_from_single, copy_to_single, prefetch, prefetch_ahead, prefetch_buffer, PREFETCH_AHEAD,
+};
 use super::{
     need_event, net_hdr, push_buffer, ring_area, Desc, RingParams, SegList, DESC_F_INDIRECT,
     DESC_F_NEXT, DESC_F_WRITE, DESC_LEN, MAX_QUEUE_SIZE,
@@ -311,16 +313,6 @@ impl SplitRing {
         }
     }
 
-    /// Starts loading the buffer [`PREFETCH_AHEAD`] chains past `i` (the one about to
-    /// be copied) of the `n` prepared, so that a few are always on their way.
-    #[inline(always)]
-    fn prefetch_ahead(&self, i: usize, n: usize, write: bool) {
-        let j = i + PREFETCH_AHEAD;
-        if j < n && !self.batch.ptr[j].is_null() {
-            prefetch_buffer(self.batch.ptr[j], write, self.p.hdr_len);
-        }
-    }
-
     /// Puts chain `i` of the prepared batch into `self.segs`.
     #[inline(always)]
     fn batch_chain(&mut self, i: usize, write: bool) -> Result<(), RingError> {
@@ -357,7 +349,7 @@ impl SplitRing {
         for i in 0..got {
             let head = self.batch.head[i];
             self.last_avail = self.last_avail.wrapping_add(1);
-            self.prefetch_ahead(i, got, false);
+            prefetch_ahead(&self.batch.ptr[..got], i, false, self.p.hdr_len);
             let p = self.batch.ptr[i];
             if !p.is_null() {
                 // One descriptor (the common case): copy straight out of it.
@@ -438,7 +430,7 @@ impl SplitRing {
             let data = buf.data();
             let need = hdr_len + data.len();
             let slot = self.last_avail.wrapping_sub(first_avail) as usize;
-            self.prefetch_ahead(slot, prepared, true);
+            prefetch_ahead(&self.batch.ptr[..prepared], slot, true, self.p.hdr_len);
             if slot < prepared
                 && !self.batch.ptr[slot].is_null()
                 && self.batch.len[slot] as usize >= need
