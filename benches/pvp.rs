@@ -34,6 +34,8 @@
 mod c2c;
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "../tests/common/prometheus.rs"]
+mod prometheus;
 use harness::{fmt3, min_med_max, spawn_podwire};
 #[path = "../tests/common/testpmd.rs"]
 mod testpmd;
@@ -304,42 +306,27 @@ impl PodwireSwitch {
         self.child.id()
     }
 
-    /// Sum of tx_drops over all ports (packets to send that did not fit the pod's
-    /// rx ring), from `podwire stats --json`.
-    fn tx_drops_total(&self, bin: &Path) -> BoxResult<u64> {
+    /// Sum of a counter (`rx_packets`, `tx_drops`, ...) over all ports, from
+    /// `podwire stats --json`.
+    fn ports_sum(&self, bin: &Path, counter: &str) -> BoxResult<u64> {
         let v = self.query(bin, &["stats"])?;
         let ports = v["ports"].as_array().ok_or("podwire stats --json: no \"ports\" array")?;
-        Ok(ports.iter().filter_map(|p| p["tx_drops"].as_u64()).sum())
+        Ok(ports.iter().filter_map(|p| p[counter].as_u64()).sum())
     }
 
-    /// Sum of rx_packets over all ports, from `podwire stats --json`.
-    fn rx_packets_total(&self, bin: &Path) -> BoxResult<u64> {
-        let v = self.query(bin, &["stats"])?;
-        let ports = v["ports"].as_array().ok_or("podwire stats --json: no \"ports\" array")?;
-        Ok(ports.iter().filter_map(|p| p["rx_packets"].as_u64()).sum())
-    }
-
-    /// The worker's poll rounds so far, (busy, idle), from GET /metrics on the control
-    /// socket (`podwire_worker_polls_total`).
+    /// The worker's poll rounds so far, (busy, idle): `podwire_worker_polls_total`
+    /// from GET /metrics on the control socket.
     fn poll_rounds(&self) -> BoxResult<(u64, u64)> {
-        use std::io::{Read, Write};
-        let mut s = std::os::unix::net::UnixStream::connect(&self.control)?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: podwire\r\nConnection: close\r\n\r\n")?;
-        let mut body = String::new();
-        s.read_to_string(&mut body)?;
-        let (mut busy, mut idle) = (None, None);
-        for l in body.lines().filter(|l| l.starts_with("podwire_worker_polls_total{")) {
-            let v = l.rsplit(' ').next().and_then(|v| v.parse::<u64>().ok());
-            if l.contains("state=\"busy\"") {
-                busy = v;
-            } else if l.contains("state=\"idle\"") {
-                idle = v;
-            }
+        let (code, body) =
+            podwire::control::client::request(&self.control, "GET", "/metrics", None)?;
+        if code != 200 {
+            return Err(format!("GET /metrics answered {code}: {body}").into());
         }
-        match (busy, idle) {
-            (Some(b), Some(i)) => Ok((b, i)),
-            _ => Err("GET /metrics: no podwire_worker_polls_total busy/idle".into()),
+        let e = prometheus::parse(&body)?;
+        let rounds = |state| e.get("podwire_worker_polls_total", &[("state", state)]);
+        match (rounds("busy"), rounds("idle")) {
+            (Some(b), Some(i)) => Ok((b as u64, i as u64)),
+            _ => Err("GET /metrics: no single worker's podwire_worker_polls_total".into()),
         }
     }
 
@@ -437,7 +424,7 @@ impl Switch {
     fn rx_packets_total(&mut self) -> BoxResult<u64> {
         match self {
             Switch::Dpdk(s) => Ok(s.rx_packets_total()?),
-            Switch::Podwire(s, bin) => s.rx_packets_total(bin),
+            Switch::Podwire(s, bin) => s.ports_sum(bin, "rx_packets"),
         }
     }
     /// Packets the switch dropped since it started because the pod's rx ring had no
@@ -445,7 +432,7 @@ impl Switch {
     fn dropped(&mut self) -> BoxResult<u64> {
         match self {
             Switch::Dpdk(s) => Ok(s.stop()?.iter().map(|f| f.tx_dropped).sum()),
-            Switch::Podwire(s, bin) => s.tx_drops_total(bin),
+            Switch::Podwire(s, bin) => s.ports_sum(bin, "tx_drops"),
         }
     }
     /// podwire only: the worker's (busy, idle) poll rounds so far.
